@@ -1,0 +1,10 @@
+//! dialgate's FastAGI scripts, built on the AGI protocol layer.
+
+pub mod ping;
+
+use crate::agi::Router;
+
+/// The router `dialgate serve` answers with.
+pub fn router() -> Router {
+    Router::new().route("ping", ping::ping)
+}

@@ -1,0 +1,24 @@
+use clap::Parser;
+use dialgate::cli::{self, Cli};
+
+fn main() {
+    let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("DIALGATE_LOG")
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            std::process::exit(2);
+        }
+    };
+    if let Err(failure) = runtime.block_on(cli::run(cli)) {
+        eprintln!("error: {:#}", failure.error());
+        std::process::exit(failure.exit_code());
+    }
+}
