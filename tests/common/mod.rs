@@ -1,0 +1,141 @@
+//! Shared test helpers: a real FastAGI server on a loopback port, and a script that
+//! sends exactly what a transcript's script side sent.
+#![allow(dead_code)]
+
+use std::{
+    net::SocketAddr,
+    path::{Path, PathBuf},
+    sync::{Arc, Mutex},
+};
+
+use dialgate::agi::{
+    transcript::{Direction, Transcript},
+    AgiCall, AgiEnv, Command, Reply, Router, Server, ServerConfig,
+};
+use tokio::sync::oneshot;
+
+pub fn fixture_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/agi")
+}
+
+/// Every `*.agi` transcript in fixtures/agi, sorted by name.
+pub fn transcripts() -> Vec<PathBuf> {
+    let mut files: Vec<PathBuf> = std::fs::read_dir(fixture_dir())
+        .expect("fixtures/agi exists")
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "agi"))
+        .collect();
+    files.sort();
+    files
+}
+
+pub fn load(name: &str) -> Transcript {
+    Transcript::load(&fixture_dir().join(name)).unwrap()
+}
+
+/// A running server; dropping the handle stops it.
+pub struct TestServer {
+    pub addr: SocketAddr,
+    stop: Option<oneshot::Sender<()>>,
+    task: Option<tokio::task::JoinHandle<()>>,
+}
+
+impl TestServer {
+    pub async fn start(router: Router, config: ServerConfig) -> TestServer {
+        let server = Server::bind("127.0.0.1:0".parse().unwrap(), router, config)
+            .await
+            .unwrap();
+        let addr = server.local_addr().unwrap();
+        let (stop, stopped) = oneshot::channel();
+        let task = tokio::spawn(server.run(async {
+            let _ = stopped.await;
+        }));
+        TestServer {
+            addr,
+            stop: Some(stop),
+            task: Some(task),
+        }
+    }
+
+    /// Stops accepting and waits for the server to finish its calls.
+    pub async fn shutdown(mut self) {
+        let _ = self.stop.take().unwrap().send(());
+        self.task.take().unwrap().await.unwrap();
+    }
+}
+
+impl Drop for TestServer {
+    fn drop(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+    }
+}
+
+/// What the transcript-following script saw.
+#[derive(Debug, Default, Clone)]
+pub struct FollowLog {
+    pub env: AgiEnv,
+    /// Each command line sent and what came back (the error text on failure).
+    pub exchanges: Vec<(String, Result<Reply, String>)>,
+    pub dead_at_end: bool,
+}
+
+impl FollowLog {
+    /// The reply to the n-th command (0-based), which must have succeeded.
+    pub fn reply(&self, n: usize) -> &Reply {
+        match &self.exchanges[n].1 {
+            Ok(reply) => reply,
+            Err(e) => panic!("command {n} ({}) failed: {e}", self.exchanges[n].0),
+        }
+    }
+}
+
+/// The environment block of a transcript, parsed like the server parses it.
+pub fn transcript_env(transcript: &Transcript) -> AgiEnv {
+    let lines: Vec<&[u8]> = transcript
+        .lines
+        .iter()
+        .take_while(|l| !l.bytes.is_empty())
+        .filter(|l| l.direction == Direction::FromAsterisk)
+        .map(|l| l.bytes.as_slice())
+        .collect();
+    AgiEnv::from_lines(lines).unwrap()
+}
+
+/// A router whose script (registered under the transcript's script path) sends the
+/// transcript's `>` lines through typed commands and `AgiCall::send`, leaving dead-channel
+/// judgement to Asterisk as the recorded scripts did. The log arrives when it finishes.
+pub fn follow_router(transcript: &Transcript) -> (Router, Arc<Mutex<Option<FollowLog>>>) {
+    let commands: Vec<Command> = transcript
+        .server_lines()
+        .map(|l| {
+            let text = String::from_utf8(l.bytes.clone()).expect("commands are UTF-8");
+            Command::parse(&text)
+                .unwrap_or_else(|e| panic!("{}:{}: {e}", transcript.name, l.number))
+        })
+        .collect();
+    let log = Arc::new(Mutex::new(None));
+    let sink = log.clone();
+    let script = move |mut call: AgiCall| {
+        let commands = commands.clone();
+        let sink = sink.clone();
+        async move {
+            call.let_asterisk_judge_dead_channel(true);
+            let mut log = FollowLog {
+                env: call.env().clone(),
+                ..FollowLog::default()
+            };
+            for command in &commands {
+                let outcome = call.send(command).await.map_err(|e| e.to_string());
+                log.exchanges.push((command.to_line().unwrap(), outcome));
+            }
+            log.dead_at_end = call.is_dead();
+            *sink.lock().unwrap() = Some(log);
+            call.close().await;
+            Ok(())
+        }
+    };
+    let name = transcript_env(transcript).script_path();
+    (Router::new().route(&name, script), log)
+}
