@@ -2,7 +2,12 @@ use clap::Parser;
 use dialgate::cli::{self, Cli};
 
 fn main() {
-    let cli = Cli::parse();
+    // clap exits 2 on a bad argument; dialgate keeps 2 for system errors and 1 for
+    // mistakes the user can fix.
+    let cli = Cli::try_parse().unwrap_or_else(|e| {
+        let _ = e.print();
+        std::process::exit(if e.use_stderr() { 1 } else { 0 });
+    });
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_env("DIALGATE_LOG")

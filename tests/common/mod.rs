@@ -139,3 +139,105 @@ pub fn follow_router(transcript: &Transcript) -> (Router, Arc<Mutex<Option<Follo
     let name = transcript_env(transcript).script_path();
     (Router::new().route(&name, script), log)
 }
+
+/// A `dialgate serve` process on a free loopback port, its log going to a file.
+pub struct ServeProcess {
+    pub child: std::process::Child,
+    pub addr: SocketAddr,
+    pub log: PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+impl ServeProcess {
+    /// Starts the real binary with `args` (after `serve --agi-listen ADDR`), optionally
+    /// with a lower open-file limit, and waits until it listens.
+    pub fn start(args: &[&str], nofile_limit: Option<u64>) -> ServeProcess {
+        use std::os::unix::process::CommandExt;
+        let addr = free_port();
+        let dir = tempfile::tempdir().unwrap();
+        let log = dir.path().join("serve.log");
+        let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_dialgate"));
+        command
+            .args(["serve", "--agi-listen", &addr.to_string()])
+            .args(args)
+            .env("DIALGATE_LOG", "debug")
+            .env("NO_COLOR", "1")
+            .stdout(std::process::Stdio::null())
+            .stderr(std::fs::File::create(&log).unwrap());
+        if let Some(limit) = nofile_limit {
+            // SAFETY: setrlimit is async-signal-safe and touches no parent state.
+            unsafe {
+                command.pre_exec(move || {
+                    let rl = libc::rlimit {
+                        rlim_cur: limit,
+                        rlim_max: limit,
+                    };
+                    if libc::setrlimit(libc::RLIMIT_NOFILE, &rl) != 0 {
+                        return Err(std::io::Error::last_os_error());
+                    }
+                    Ok(())
+                });
+            }
+        }
+        let child = command.spawn().unwrap();
+        let process = ServeProcess {
+            child,
+            addr,
+            log,
+            _dir: dir,
+        };
+        process.wait_for_log("FastAGI server listening");
+        process
+    }
+
+    pub fn log_text(&self) -> String {
+        String::from_utf8_lossy(&std::fs::read(&self.log).unwrap_or_default()).into_owned()
+    }
+
+    /// Waits up to 10 s for `needle` to appear in the log.
+    pub fn wait_for_log(&self, needle: &str) -> String {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        loop {
+            let text = self.log_text();
+            if text.contains(needle) {
+                return text;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "log never said {needle:?}; log:\n{text}"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+    }
+
+    /// CPU time (user + system) the process has used so far.
+    pub fn cpu_time(&self) -> std::time::Duration {
+        let stat = std::fs::read_to_string(format!("/proc/{}/stat", self.child.id())).unwrap();
+        // Fields after the parenthesised command name; utime and stime are 14 and 15.
+        let after = &stat[stat.rfind(')').unwrap() + 2..];
+        let fields: Vec<&str> = after.split(' ').collect();
+        let ticks: u64 = fields[11].parse::<u64>().unwrap() + fields[12].parse::<u64>().unwrap();
+        let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as u64;
+        std::time::Duration::from_millis(ticks * 1000 / hz)
+    }
+
+    pub fn signal(&self, signal: i32) {
+        unsafe {
+            libc::kill(self.child.id() as i32, signal);
+        }
+    }
+}
+
+impl Drop for ServeProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+pub fn free_port() -> SocketAddr {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+}
