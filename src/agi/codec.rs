@@ -12,6 +12,7 @@ pub const DEFAULT_MAX_LINE: usize = 8 * 1024;
 pub const DEFAULT_MAX_ENV: usize = 64 * 1024;
 /// Most continuation lines accepted in one `520-` usage reply.
 pub const MAX_USAGE_LINES: usize = 256;
+const USAGE_END: &[u8] = b"520 End of proper usage.";
 
 /// What the server reads from Asterisk.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -112,7 +113,15 @@ impl Decoder for AgiCodec {
                     env.push_line(&line)?;
                 }
                 State::Replies { usage: Some(usage) } => {
-                    if line.starts_with(b"520 ") {
+                    // Asterisk 1.8/11 print the usage without a final newline, so the end
+                    // marker can be glued to the last usage line.
+                    let glued = line
+                        .strip_suffix(USAGE_END)
+                        .filter(|text| !text.is_empty() && !line.starts_with(b"520 "));
+                    if let Some(text) = glued {
+                        usage.push(String::from_utf8_lossy(text).into_owned());
+                    }
+                    if line.starts_with(b"520 ") || glued.is_some() {
                         let usage = std::mem::take(usage);
                         self.state = State::Replies { usage: None };
                         return Ok(Some(Frame::Reply(Reply::Usage(usage))));
@@ -207,6 +216,27 @@ mod tests {
         };
         assert_eq!(lines, &["Usage: STREAM FILE <x>", "\u{fffd}<para>"]);
         assert_eq!(frames[4], Frame::Reply(Reply::DeadChannel));
+    }
+
+    #[test]
+    fn usage_end_marker_glued_to_the_last_line_as_asterisk_11_sends_it() {
+        let input = b"agi_network: yes\n\n520-Invalid command syntax.  Proper usage follows:\n\
+ Usage: WAIT FOR DIGIT <timeout>\n Waits up to 'timeout' milliseconds.520 End of proper usage.\n\
+200 result=0\n";
+        let frames = decode_all(&mut AgiCodec::default(), input).unwrap();
+        assert_eq!(
+            frames[1..],
+            [
+                Frame::Reply(Reply::Usage(vec![
+                    "Usage: WAIT FOR DIGIT <timeout>".into(),
+                    " Waits up to 'timeout' milliseconds.".into()
+                ])),
+                Frame::Reply(Reply::Success(crate::agi::Response {
+                    result: "0".into(),
+                    ..Default::default()
+                }))
+            ]
+        );
     }
 
     #[test]
