@@ -2,3 +2,4 @@
 pub mod agi;
 pub mod cli;
 pub mod dialin;
+pub mod phone;
