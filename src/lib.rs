@@ -1,5 +1,8 @@
 //! dialgate: a real phone line as a login factor. See ARCHITECTURE.md for the module map.
 pub mod agi;
+pub mod auth;
 pub mod cli;
+pub mod config;
 pub mod dialin;
 pub mod phone;
+pub mod store;

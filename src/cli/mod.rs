@@ -1,9 +1,22 @@
 //! The command line: one file per subcommand.
 
+pub mod accounts;
+pub mod enroll;
+pub mod import;
+pub mod migrate;
 pub mod replay;
 pub mod serve;
 
-use clap::{Parser, Subcommand};
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+use serde::Serialize;
+
+use crate::{
+    auth::accounts::AccountError,
+    config::{Config, Overrides},
+    store::{OpenOptions, Store},
+};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -12,8 +25,45 @@ use clap::{Parser, Subcommand};
     about = "A real phone line as a login factor (FastAGI/AMI server)"
 )]
 pub struct Cli {
+    #[command(flatten)]
+    pub global: GlobalArgs,
     #[command(subcommand)]
     pub command: Command,
+}
+
+/// Options every subcommand takes.
+#[derive(Debug, Args, Clone)]
+pub struct GlobalArgs {
+    /// TOML configuration file; flags and DIALGATE_* variables override it.
+    #[arg(long, global = true, env = "DIALGATE_CONFIG")]
+    pub config: Option<PathBuf>,
+
+    /// `mysql://USER:PASSWORD@HOST:PORT/DB`, `sqlite://PATH` or a file path.
+    /// Default: dialgate.sqlite3 in the data directory.
+    #[arg(
+        long,
+        global = true,
+        env = "DIALGATE_DATABASE_URL",
+        hide_env_values = true
+    )]
+    pub database_url: Option<String>,
+
+    /// Where dialgate keeps its files (default $XDG_DATA_HOME/dialgate or
+    /// ~/.local/share/dialgate).
+    #[arg(long, global = true, env = "DIALGATE_DATA_DIR")]
+    pub data_dir: Option<PathBuf>,
+
+    /// Region for phone numbers written without a country code (ISO 3166, e.g. CN, US).
+    #[arg(long, global = true, env = "DIALGATE_DEFAULT_REGION")]
+    pub default_region: Option<String>,
+
+    /// Do not apply database migrations at start (run `dialgate migrate` instead).
+    #[arg(long, global = true, env = "DIALGATE_NO_MIGRATE")]
+    pub no_migrate: bool,
+
+    /// Print machine-readable JSON instead of text.
+    #[arg(long, global = true)]
+    pub json: bool,
 }
 
 #[derive(Debug, Subcommand)]
@@ -22,6 +72,14 @@ pub enum Command {
     Serve(serve::ServeArgs),
     /// Play Asterisk's side of recorded AGI transcripts against a FastAGI server.
     Replay(replay::ReplayArgs),
+    /// Enroll a user: username, password, phone, name, ID scan and photo.
+    Enroll(enroll::EnrollArgs),
+    /// List and manage enrolled accounts.
+    Accounts(accounts::AccountsArgs),
+    /// Enroll users in bulk from a CSV file.
+    Import(import::ImportArgs),
+    /// Apply pending database migrations.
+    Migrate,
 }
 
 /// How a command failed, for the process exit code.
@@ -29,7 +87,7 @@ pub enum Command {
 pub enum Failure {
     /// Something the user can fix (bad input, a divergence they asked us to find): exit 1.
     User(anyhow::Error),
-    /// The system failed (cannot bind, I/O): exit 2.
+    /// The system failed (cannot bind, database unreachable, I/O): exit 2.
     System(anyhow::Error),
 }
 
@@ -48,9 +106,104 @@ impl Failure {
     }
 }
 
+impl From<AccountError> for Failure {
+    fn from(e: AccountError) -> Self {
+        if e.is_user_error() {
+            Failure::User(e.into())
+        } else {
+            Failure::System(e.into())
+        }
+    }
+}
+
+impl GlobalArgs {
+    pub fn config(&self) -> Result<Config, Failure> {
+        Config::resolve(&Overrides {
+            config_file: self.config.clone(),
+            database_url: self.database_url.clone(),
+            data_dir: self.data_dir.clone(),
+            default_region: self.default_region.clone(),
+            no_migrate: self.no_migrate,
+        })
+        .map_err(|e| match e {
+            crate::config::ConfigError::Read { .. } => Failure::System(e.into()),
+            _ => Failure::User(e.into()),
+        })
+    }
+
+    /// Opens the configured database (migrating it unless told not to).
+    pub fn open_store(&self, config: &Config) -> Result<Store, Failure> {
+        let options = OpenOptions {
+            migrate: config.migrate_on_start,
+            ..OpenOptions::default()
+        };
+        Store::open(&config.database_url, &options).map_err(|e| Failure::System(e.into()))
+    }
+
+    /// Prints `value` as JSON with --json, else the human text.
+    pub fn emit<T: Serialize>(&self, value: &T, human: impl FnOnce(&T) -> String) {
+        if self.json {
+            println!(
+                "{}",
+                serde_json::to_string_pretty(value).expect("serialisable output")
+            );
+        } else {
+            println!("{}", human(value));
+        }
+    }
+}
+
 pub async fn run(cli: Cli) -> Result<(), Failure> {
+    let global = cli.global;
     match cli.command {
         Command::Serve(args) => serve::run(args).await,
         Command::Replay(args) => replay::run(args).await,
+        // Database work blocks: keep it off the async workers.
+        Command::Enroll(args) => blocking(move || enroll::run(&global, args)).await,
+        Command::Accounts(args) => blocking(move || accounts::run(&global, args)).await,
+        Command::Import(args) => blocking(move || import::run(&global, args)).await,
+        Command::Migrate => blocking(move || migrate::run(&global)).await,
     }
+}
+
+async fn blocking(
+    work: impl FnOnce() -> Result<(), Failure> + Send + 'static,
+) -> Result<(), Failure> {
+    tokio::task::spawn_blocking(work)
+        .await
+        .unwrap_or_else(|e| Err(Failure::System(anyhow::anyhow!("command panicked: {e}"))))
+}
+
+/// Reads a password: one line from stdin with --password-stdin, else twice from the
+/// terminal without echo.
+pub fn read_password(from_stdin: bool) -> Result<String, Failure> {
+    use std::io::{BufRead, IsTerminal};
+    if from_stdin {
+        let mut line = String::new();
+        std::io::stdin().lock().read_line(&mut line).map_err(|e| {
+            Failure::System(anyhow::anyhow!("reading the password from stdin: {e}"))
+        })?;
+        let password = line.trim_end_matches(['\r', '\n']).to_string();
+        if password.is_empty() {
+            return Err(Failure::User(anyhow::anyhow!(
+                "no password on stdin: pipe it in, e.g. `printf '%s\\n' \"$PASSWORD\" | dialgate ...`"
+            )));
+        }
+        return Ok(password);
+    }
+    if !std::io::stdin().is_terminal() {
+        return Err(Failure::User(anyhow::anyhow!(
+            "no terminal to read the password from: use --password-stdin"
+        )));
+    }
+    let first = rpassword::prompt_password("Password: ")
+        .map_err(|e| Failure::System(anyhow::anyhow!("reading the password: {e}")))?;
+    let second = rpassword::prompt_password("Repeat password: ")
+        .map_err(|e| Failure::System(anyhow::anyhow!("reading the password: {e}")))?;
+    if first != second {
+        return Err(Failure::User(anyhow::anyhow!(
+            "the two passwords differ; try again"
+        )));
+    }
+    Ok(first)
 }

@@ -1,0 +1,7 @@
+//! The domain: passwords, accounts and enrollment, audit. Uses `store` and `phone`;
+//! knows nothing of AGI, AMI or HTTP.
+
+pub mod accounts;
+pub mod audit;
+pub mod documents;
+pub mod passwords;

@@ -1,0 +1,9 @@
+DROP TABLE audit_events;
+DROP TABLE ledger_entries;
+DROP TABLE payments;
+DROP TABLE temp_passwords;
+DROP TABLE sessions;
+DROP TABLE login_challenges;
+DROP TABLE identity_documents;
+DROP TABLE phones;
+DROP TABLE accounts;

@@ -1,0 +1,318 @@
+//! Persistence: one Diesel `MultiConnection` over MySQL/MariaDB (production, several
+//! nodes sharing one database) and SQLite (the embedded default), r2d2 pools and
+//! embedded migrations. Knows nothing of the domain beyond rows.
+
+pub mod models;
+pub mod schema;
+
+use std::{
+    fmt,
+    path::{Path, PathBuf},
+    time::Duration,
+};
+
+use diesel::{
+    connection::SimpleConnection, mysql::MysqlConnection, r2d2::R2D2Connection,
+    sqlite::SqliteConnection, Connection,
+};
+use diesel_migrations::{embed_migrations, EmbeddedMigrations, MigrationHarness};
+
+const MYSQL_MIGRATIONS: EmbeddedMigrations = embed_migrations!("src/store/migrations/mysql");
+const SQLITE_MIGRATIONS: EmbeddedMigrations = embed_migrations!("src/store/migrations/sqlite");
+
+/// How long a SQLite writer waits for the lock before failing: concurrent writers queue.
+const SQLITE_BUSY_TIMEOUT_MS: u32 = 10_000;
+
+#[derive(diesel::MultiConnection)]
+pub enum DbConnection {
+    Mysql(MysqlConnection),
+    Sqlite(SqliteConnection),
+}
+
+pub type Pool = r2d2::Pool<DbManager>;
+pub type PooledConnection = r2d2::PooledConnection<DbManager>;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("unsupported database URL {0:?}: use mysql://USER:PASSWORD@HOST:PORT/DATABASE, sqlite://PATH or a file path")]
+    UnsupportedUrl(String),
+    #[error("cannot connect to {backend} database {url}: {cause}")]
+    Connect {
+        backend: Backend,
+        url: String,
+        cause: String,
+    },
+    #[error("{backend} database {url}: migrations failed: {cause}")]
+    Migration {
+        backend: Backend,
+        url: String,
+        cause: String,
+    },
+    #[error("{backend} database {url}: no connection available: {cause}")]
+    Pool {
+        backend: Backend,
+        url: String,
+        cause: String,
+    },
+    #[error(transparent)]
+    Query(#[from] diesel::result::Error),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    Mysql,
+    Sqlite,
+}
+
+impl fmt::Display for Backend {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Backend::Mysql => "MySQL/MariaDB",
+            Backend::Sqlite => "SQLite",
+        })
+    }
+}
+
+/// Where the data lives: `mysql://...`, `sqlite://PATH`, `sqlite:PATH` or a plain path.
+#[derive(Clone, PartialEq, Eq)]
+pub enum DatabaseUrl {
+    Mysql(String),
+    Sqlite(PathBuf),
+}
+
+impl DatabaseUrl {
+    pub fn parse(text: &str) -> Result<DatabaseUrl, StoreError> {
+        let text = text.trim();
+        if text.starts_with("mysql://") || text.starts_with("mariadb://") {
+            return Ok(DatabaseUrl::Mysql(text.replacen(
+                "mariadb://",
+                "mysql://",
+                1,
+            )));
+        }
+        if let Some(path) = text
+            .strip_prefix("sqlite://")
+            .or_else(|| text.strip_prefix("sqlite:"))
+        {
+            if path.is_empty() {
+                return Err(StoreError::UnsupportedUrl(text.into()));
+            }
+            return Ok(DatabaseUrl::Sqlite(PathBuf::from(path)));
+        }
+        if text.is_empty() || text.contains("://") {
+            return Err(StoreError::UnsupportedUrl(redact(text)));
+        }
+        Ok(DatabaseUrl::Sqlite(PathBuf::from(text)))
+    }
+
+    /// The default: `dialgate.sqlite3` in the data directory.
+    pub fn default_in(data_dir: &Path) -> DatabaseUrl {
+        DatabaseUrl::Sqlite(data_dir.join("dialgate.sqlite3"))
+    }
+
+    pub fn backend(&self) -> Backend {
+        match self {
+            DatabaseUrl::Mysql(_) => Backend::Mysql,
+            DatabaseUrl::Sqlite(_) => Backend::Sqlite,
+        }
+    }
+
+    fn connect(&self) -> Result<DbConnection, StoreError> {
+        let failed = |cause: String| StoreError::Connect {
+            backend: self.backend(),
+            url: self.to_string(),
+            cause,
+        };
+        match self {
+            DatabaseUrl::Mysql(url) => MysqlConnection::establish(url)
+                .map(DbConnection::Mysql)
+                .map_err(|e| failed(e.to_string())),
+            DatabaseUrl::Sqlite(path) => {
+                if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
+                    std::fs::create_dir_all(parent).map_err(|e| {
+                        failed(format!("cannot create directory {}: {e}", parent.display()))
+                    })?;
+                }
+                let mut conn = SqliteConnection::establish(&path.to_string_lossy())
+                    .map_err(|e| failed(e.to_string()))?;
+                conn.batch_execute(&format!(
+                    "PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; \
+                     PRAGMA busy_timeout = {SQLITE_BUSY_TIMEOUT_MS}; PRAGMA foreign_keys = ON;"
+                ))
+                .map_err(|e| failed(e.to_string()))?;
+                Ok(DbConnection::Sqlite(conn))
+            }
+        }
+    }
+}
+
+/// Hides the password of a URL for messages and logs.
+fn redact(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(scheme), Some(at)) if at > scheme => {
+            let userinfo = &url[scheme + 3..at];
+            match userinfo.split_once(':') {
+                Some((user, _)) => format!("{}{user}:***{}", &url[..scheme + 3], &url[at..]),
+                None => url.to_string(),
+            }
+        }
+        _ => url.to_string(),
+    }
+}
+
+impl fmt::Display for DatabaseUrl {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            DatabaseUrl::Mysql(url) => f.write_str(&redact(url)),
+            DatabaseUrl::Sqlite(path) => write!(f, "sqlite://{}", path.display()),
+        }
+    }
+}
+
+impl fmt::Debug for DatabaseUrl {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Display::fmt(self, f)
+    }
+}
+
+/// r2d2 manager that connects to the configured backend only. (The derived
+/// `MultiConnection::establish` tries every backend in turn, which would hide the real
+/// error and could open a SQLite file named after a MySQL URL.)
+#[derive(Debug)]
+pub struct DbManager {
+    url: DatabaseUrl,
+}
+
+impl r2d2::ManageConnection for DbManager {
+    type Connection = DbConnection;
+    type Error = StoreError;
+
+    fn connect(&self) -> Result<DbConnection, StoreError> {
+        self.url.connect()
+    }
+
+    fn is_valid(&self, conn: &mut DbConnection) -> Result<(), StoreError> {
+        conn.ping().map_err(StoreError::Query)
+    }
+
+    fn has_broken(&self, conn: &mut DbConnection) -> bool {
+        conn.is_broken()
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct OpenOptions {
+    pub max_connections: u32,
+    /// Apply pending migrations when opening (on by default; `dialgate migrate` does it
+    /// explicitly when this is off).
+    pub migrate: bool,
+    pub connect_timeout: Duration,
+}
+
+impl Default for OpenOptions {
+    fn default() -> Self {
+        OpenOptions {
+            max_connections: 8,
+            migrate: true,
+            connect_timeout: Duration::from_secs(5),
+        }
+    }
+}
+
+/// The connection pool and what it points at.
+#[derive(Clone)]
+pub struct Store {
+    pool: Pool,
+    url: DatabaseUrl,
+}
+
+impl Store {
+    /// Connects once (so the real cause of a failure reaches the user), builds the pool
+    /// and applies migrations unless told not to.
+    pub fn open(url: &DatabaseUrl, options: &OpenOptions) -> Result<Store, StoreError> {
+        let mut first = url.connect()?;
+        if options.migrate {
+            run_migrations(url, &mut first)?;
+        }
+        drop(first);
+        let pool = r2d2::Pool::builder()
+            .max_size(options.max_connections)
+            .min_idle(Some(0))
+            .connection_timeout(options.connect_timeout)
+            .build_unchecked(DbManager { url: url.clone() });
+        Ok(Store {
+            pool,
+            url: url.clone(),
+        })
+    }
+
+    pub fn url(&self) -> &DatabaseUrl {
+        &self.url
+    }
+
+    pub fn backend(&self) -> Backend {
+        self.url.backend()
+    }
+
+    /// A pooled connection. Blocking: call from a blocking thread, never an async worker.
+    pub fn conn(&self) -> Result<PooledConnection, StoreError> {
+        self.pool.get().map_err(|e| StoreError::Pool {
+            backend: self.backend(),
+            url: self.url.to_string(),
+            cause: e.to_string(),
+        })
+    }
+
+    /// Applies pending migrations; returns the names of those applied.
+    pub fn migrate(&self) -> Result<Vec<String>, StoreError> {
+        let mut conn = self.conn()?;
+        run_migrations(&self.url, &mut conn)
+    }
+}
+
+fn run_migrations(url: &DatabaseUrl, conn: &mut DbConnection) -> Result<Vec<String>, StoreError> {
+    let failed = |cause: String| StoreError::Migration {
+        backend: url.backend(),
+        url: url.to_string(),
+        cause,
+    };
+    let applied = match conn {
+        DbConnection::Mysql(c) => c.run_pending_migrations(MYSQL_MIGRATIONS),
+        DbConnection::Sqlite(c) => c.run_pending_migrations(SQLITE_MIGRATIONS),
+    }
+    .map_err(|e| failed(e.to_string()))?;
+    Ok(applied.iter().map(|v| v.to_string()).collect())
+}
+
+/// Milliseconds since the Unix epoch: how every time is stored.
+pub fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn database_urls() {
+        assert_eq!(
+            DatabaseUrl::parse("sqlite:///var/lib/dialgate/db.sqlite3").unwrap(),
+            DatabaseUrl::Sqlite("/var/lib/dialgate/db.sqlite3".into())
+        );
+        assert_eq!(
+            DatabaseUrl::parse("data/x.db").unwrap(),
+            DatabaseUrl::Sqlite("data/x.db".into())
+        );
+        let mysql = DatabaseUrl::parse("mysql://root:s3cret@127.0.0.1:3306/dg").unwrap();
+        assert_eq!(mysql.backend(), Backend::Mysql);
+        assert_eq!(mysql.to_string(), "mysql://root:***@127.0.0.1:3306/dg");
+        assert!(DatabaseUrl::parse("postgres://u:p@h/db").is_err());
+        assert!(!DatabaseUrl::parse("postgres://u:pw@h/db")
+            .unwrap_err()
+            .to_string()
+            .contains("pw"));
+    }
+}
