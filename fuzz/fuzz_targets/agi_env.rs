@@ -44,11 +44,8 @@ fuzz_target!(|data: &[u8]| {
             assert!(frames <= stream.len(), "more frames than input bytes");
         }
     }
-    loop {
-        match codec.decode_eof(&mut buf) {
-            Ok(Some(_)) => frames += 1,
-            Ok(None) | Err(_) => break,
-        }
+    while let Ok(Some(_)) = codec.decode_eof(&mut buf) {
+        frames += 1;
         assert!(frames <= stream.len() + 1, "decode_eof does not terminate");
     }
 });

@@ -33,7 +33,12 @@ fn check_reply(reply: &Reply) {
     // Exercise the accessors and Display as the server does.
     let _ = reply.to_string();
     if let Reply::Success(r) = reply {
-        let _ = (r.result_int(), r.is_failure(), r.timed_out(), r.attribute("endpos"));
+        let _ = (
+            r.result_int(),
+            r.is_failure(),
+            r.timed_out(),
+            r.attribute("endpos"),
+        );
     }
 }
 
