@@ -156,7 +156,7 @@ impl GlobalArgs {
 pub async fn run(cli: Cli) -> Result<(), Failure> {
     let global = cli.global;
     match cli.command {
-        Command::Serve(args) => serve::run(args).await,
+        Command::Serve(args) => serve::run(&global, args).await,
         Command::Replay(args) => replay::run(args).await,
         // Database work blocks: keep it off the async workers.
         Command::Enroll(args) => blocking(move || enroll::run(&global, args)).await,

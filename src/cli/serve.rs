@@ -7,7 +7,7 @@ use clap::Args;
 use ipnet::IpNet;
 use tracing::{info, warn};
 
-use super::Failure;
+use super::{Failure, GlobalArgs};
 use crate::{
     agi::{Server, ServerConfig},
     dialin,
@@ -51,7 +51,19 @@ fn parse_net(text: &str) -> Result<IpNet, String> {
         })
 }
 
-pub async fn run(args: ServeArgs) -> Result<(), Failure> {
+pub async fn run(global: &GlobalArgs, args: ServeArgs) -> Result<(), Failure> {
+    let settings = global.config()?;
+    // Open (and migrate) the store before accepting calls, so a bad database URL stops
+    // the start instead of failing calls later.
+    let open = {
+        let global = global.clone();
+        let settings = settings.clone();
+        tokio::task::spawn_blocking(move || global.open_store(&settings))
+    };
+    let store = open
+        .await
+        .map_err(|e| Failure::System(anyhow::anyhow!("opening the database panicked: {e}")))??;
+    info!(database = %store.url(), "database ready");
     let config = ServerConfig {
         max_connections: args.max_connections as usize,
         env_timeout: args.env_timeout,
