@@ -18,6 +18,18 @@ impl DocumentKind {
             DocumentKind::Photo => "photo",
         }
     }
+
+    /// A photo is an image; an ID scan may also be a PDF.
+    fn accepts(self, media_type: &str) -> bool {
+        self == DocumentKind::IdScan || media_type.starts_with("image/")
+    }
+
+    fn expected(self) -> &'static str {
+        match self {
+            DocumentKind::IdScan => "a JPEG, PNG or PDF",
+            DocumentKind::Photo => "a JPEG or PNG",
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -30,8 +42,11 @@ pub enum DocumentError {
         size: usize,
         limit: usize,
     },
-    #[error("the {kind} file is not a JPEG, PNG or PDF (its first bytes say otherwise)")]
-    UnsupportedType { kind: &'static str },
+    #[error("the {kind} file is not {expected} (its first bytes say otherwise)")]
+    UnsupportedType {
+        kind: &'static str,
+        expected: &'static str,
+    },
 }
 
 /// A validated document, ready to store.
@@ -73,8 +88,12 @@ impl Document {
                 limit,
             });
         }
-        let media_type =
-            sniff_media_type(&content).ok_or(DocumentError::UnsupportedType { kind: name })?;
+        let media_type = sniff_media_type(&content)
+            .filter(|t| kind.accepts(t))
+            .ok_or(DocumentError::UnsupportedType {
+                kind: name,
+                expected: kind.expected(),
+            })?;
         Ok(Document {
             kind,
             media_type,
@@ -96,8 +115,16 @@ mod tests {
         assert_eq!(doc.sha256.len(), 64);
         assert_eq!(
             Document::validate(DocumentKind::IdScan, b"GIF89a...".to_vec(), 100).unwrap_err(),
-            DocumentError::UnsupportedType { kind: "id_scan" }
+            DocumentError::UnsupportedType {
+                kind: "id_scan",
+                expected: "a JPEG, PNG or PDF"
+            }
         );
+        let pdf_photo = Document::validate(DocumentKind::Photo, b"%PDF-1.7".to_vec(), 100);
+        assert!(pdf_photo
+            .unwrap_err()
+            .to_string()
+            .contains("not a JPEG or PNG"));
         assert!(matches!(
             Document::validate(DocumentKind::IdScan, b"%PDF-1.7".repeat(20), 100),
             Err(DocumentError::TooLarge { size: 160, .. })

@@ -135,9 +135,10 @@ impl DatabaseUrl {
                 }
                 let mut conn = SqliteConnection::establish(&path.to_string_lossy())
                     .map_err(|e| failed(e.to_string()))?;
+                // busy_timeout first: switching to WAL itself needs the lock.
                 conn.batch_execute(&format!(
-                    "PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; \
-                     PRAGMA busy_timeout = {SQLITE_BUSY_TIMEOUT_MS}; PRAGMA foreign_keys = ON;"
+                    "PRAGMA busy_timeout = {SQLITE_BUSY_TIMEOUT_MS}; PRAGMA journal_mode = WAL; \
+                     PRAGMA synchronous = NORMAL; PRAGMA foreign_keys = ON;"
                 ))
                 .map_err(|e| failed(e.to_string()))?;
                 Ok(DbConnection::Sqlite(conn))
@@ -276,12 +277,58 @@ fn run_migrations(url: &DatabaseUrl, conn: &mut DbConnection) -> Result<Vec<Stri
         url: url.to_string(),
         cause,
     };
-    let applied = match conn {
-        DbConnection::Mysql(c) => c.run_pending_migrations(MYSQL_MIGRATIONS),
-        DbConnection::Sqlite(c) => c.run_pending_migrations(SQLITE_MIGRATIONS),
+    // Several nodes (or CLI runs) may start at once on a fresh database: only one
+    // migrates at a time, the others then find nothing pending.
+    let applied = match (conn, url) {
+        (DbConnection::Mysql(c), _) => {
+            c.batch_execute("DO GET_LOCK('dialgate_migrations', 120)")
+                .map_err(|e| failed(format!("taking the migration lock: {e}")))?;
+            let applied = c
+                .run_pending_migrations(MYSQL_MIGRATIONS)
+                .map(|v| names(&v));
+            let _ = c.batch_execute("DO RELEASE_LOCK('dialgate_migrations')");
+            applied
+        }
+        (DbConnection::Sqlite(c), DatabaseUrl::Sqlite(path)) => {
+            let _lock = FileLock::exclusive(&path.with_extension("migrations.lock"))
+                .map_err(|e| failed(format!("taking the migration lock: {e}")))?;
+            c.run_pending_migrations(SQLITE_MIGRATIONS)
+                .map(|v| names(&v))
+        }
+        (DbConnection::Sqlite(_), DatabaseUrl::Mysql(_)) => unreachable!("backend follows the URL"),
+    };
+    applied.map_err(|e| failed(e.to_string()))
+}
+
+fn names(versions: &[diesel::migration::MigrationVersion<'_>]) -> Vec<String> {
+    versions.iter().map(|v| v.to_string()).collect()
+}
+
+/// An advisory lock on a file beside the SQLite database, held until dropped.
+struct FileLock(std::fs::File);
+
+impl FileLock {
+    fn exclusive(path: &Path) -> std::io::Result<FileLock> {
+        use std::os::fd::AsRawFd;
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(path)?;
+        // SAFETY: flock on a descriptor we own; it blocks until the lock is ours.
+        if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX) } != 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        Ok(FileLock(file))
     }
-    .map_err(|e| failed(e.to_string()))?;
-    Ok(applied.iter().map(|v| v.to_string()).collect())
+}
+
+impl Drop for FileLock {
+    fn drop(&mut self) {
+        use std::os::fd::AsRawFd;
+        // SAFETY: unlocking the descriptor this value owns.
+        unsafe { libc::flock(self.0.as_raw_fd(), libc::LOCK_UN) };
+    }
 }
 
 /// Milliseconds since the Unix epoch: how every time is stored.

@@ -2,6 +2,8 @@
 //! sends exactly what a transcript's script side sent.
 #![allow(dead_code)]
 
+pub mod db;
+
 use std::{
     net::SocketAddr,
     path::{Path, PathBuf},
@@ -159,6 +161,8 @@ impl ServeProcess {
         let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_dialgate"));
         command
             .args(["serve", "--agi-listen", &addr.to_string()])
+            .arg("--data-dir")
+            .arg(dir.path())
             .args(args)
             .env("DIALGATE_LOG", "debug")
             .env("NO_COLOR", "1")

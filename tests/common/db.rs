@@ -1,0 +1,234 @@
+//! A throw-away database on either backend, for tests that run the `dialgate` binary.
+//!
+//! - [`TestDb::sqlite`]: a temporary directory holding `dialgate.sqlite3`.
+//! - [`TestDb::mysql`]: a uniquely named database on the MariaDB/MySQL server given by
+//!   `DIALGATE_TEST_MYSQL_URL` (default `mysql://root@127.0.0.1:3306`), dropped again when
+//!   the `TestDb` is. An unreachable server is a test failure, never a skip.
+//!
+//! Neither is migrated on creation: call [`TestDb::migrate`] (which runs `dialgate
+//! migrate`) when a test wants the tables to exist before its first command.
+
+use std::{
+    sync::atomic::{AtomicUsize, Ordering},
+    time::{SystemTime, UNIX_EPOCH},
+};
+
+use dialgate::store::{schema::audit_events, DatabaseUrl, OpenOptions, Store};
+use diesel::{prelude::*, sql_types::BigInt, Connection, MysqlConnection, RunQueryDsl};
+
+pub const DEFAULT_MYSQL_URL: &str = "mysql://root@127.0.0.1:3306";
+
+/// The tables an enrollment writes to.
+pub const ACCOUNT_TABLES: [&str; 4] = ["accounts", "phones", "identity_documents", "audit_events"];
+
+/// Which backend a [`TestDb`] lives on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    Sqlite,
+    Mysql,
+}
+
+pub struct TestDb {
+    backend: Backend,
+    url: String,
+    /// The SQLite file's directory (kept alive for the test's duration).
+    dir: Option<tempfile::TempDir>,
+    /// Server URL and database name of a MySQL database to drop on `Drop`.
+    mysql: Option<(String, String)>,
+}
+
+/// Server base URL for the MySQL tests, without a trailing slash.
+pub fn mysql_base_url() -> String {
+    std::env::var("DIALGATE_TEST_MYSQL_URL")
+        .ok()
+        .filter(|u| !u.trim().is_empty())
+        .unwrap_or_else(|| DEFAULT_MYSQL_URL.to_string())
+        .trim()
+        .trim_end_matches('/')
+        .to_string()
+}
+
+/// An admin connection to the MySQL server (no default database). Panics, saying what
+/// to do, when the server cannot be reached: the MySQL tests must run.
+fn mysql_admin(base: &str) -> MysqlConnection {
+    MysqlConnection::establish(base).unwrap_or_else(|e| {
+        panic!(
+            "MariaDB/MySQL at {base} is unreachable: {e}\n\
+             The MySQL tests need a running server: start MariaDB (root with an empty \
+             password on 127.0.0.1:3306) or point DIALGATE_TEST_MYSQL_URL at one."
+        )
+    })
+}
+
+#[derive(QueryableByName)]
+struct Count {
+    #[diesel(sql_type = BigInt)]
+    n: i64,
+}
+
+impl TestDb {
+    /// A fresh SQLite database file in a new temporary directory (not yet created).
+    pub fn sqlite() -> TestDb {
+        let dir = tempfile::Builder::new()
+            .prefix("dialgate-test-")
+            .tempdir()
+            .expect("create a temporary directory");
+        let url = format!("sqlite://{}", dir.path().join("dialgate.sqlite3").display());
+        TestDb {
+            backend: Backend::Sqlite,
+            url,
+            dir: Some(dir),
+            mysql: None,
+        }
+    }
+
+    /// A fresh, empty MySQL/MariaDB database named `dialgate_t_<pid>_<n>_<nanos>`.
+    pub fn mysql() -> TestDb {
+        static COUNTER: AtomicUsize = AtomicUsize::new(0);
+        let base = mysql_base_url();
+        let nanos = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.subsec_nanos())
+            .unwrap_or(0);
+        let name = format!(
+            "dialgate_t_{}_{}_{}",
+            std::process::id(),
+            COUNTER.fetch_add(1, Ordering::Relaxed),
+            nanos
+        );
+        let mut admin = mysql_admin(&base);
+        diesel::sql_query(format!(
+            "CREATE DATABASE `{name}` CHARACTER SET utf8mb4 COLLATE utf8mb4_bin"
+        ))
+        .execute(&mut admin)
+        .unwrap_or_else(|e| panic!("cannot create test database {name} on {base}: {e}"));
+        TestDb {
+            backend: Backend::Mysql,
+            url: format!("{base}/{name}"),
+            dir: None,
+            mysql: Some((base, name)),
+        }
+    }
+
+    pub fn backend(&self) -> Backend {
+        self.backend
+    }
+
+    /// What `--database-url` is given.
+    pub fn url(&self) -> String {
+        self.url.clone()
+    }
+
+    /// A new temporary directory for a test's own files (CSV, config, documents).
+    pub fn scratch_dir(&self) -> tempfile::TempDir {
+        tempfile::Builder::new()
+            .prefix("dialgate-test-files-")
+            .tempdir()
+            .expect("create a temporary directory")
+    }
+
+    /// The `dialgate` binary with `--database-url` set and no `DIALGATE_*` settings
+    /// inherited from the environment running the tests.
+    pub fn cmd(&self) -> assert_cmd::Command {
+        let mut cmd = bare_cmd();
+        cmd.arg("--database-url").arg(self.url());
+        cmd
+    }
+
+    /// Runs `dialgate migrate` and checks it succeeded.
+    pub fn migrate(&self) {
+        self.cmd().arg("migrate").assert().success();
+    }
+
+    /// A store on this database that does not migrate it.
+    pub fn store(&self) -> Store {
+        let url = DatabaseUrl::parse(&self.url).expect("a valid test database URL");
+        let options = OpenOptions {
+            migrate: false,
+            ..OpenOptions::default()
+        };
+        Store::open(&url, &options)
+            .unwrap_or_else(|e| panic!("cannot open test database {}: {e}", self.url))
+    }
+
+    /// The single BIGINT a query returns as column `n`, e.g.
+    /// `SELECT COUNT(*) AS n FROM phones WHERE e164 = '+8613800138000'`.
+    pub fn query_i64(&self, sql: &str) -> i64 {
+        let store = self.store();
+        let mut conn = store.conn().expect("a test database connection");
+        diesel::sql_query(sql)
+            .get_result::<Count>(&mut *conn)
+            .unwrap_or_else(|e| panic!("query {sql:?} on {}: {e}", self.url))
+            .n
+    }
+
+    /// Rows in `table` (one of the schema's table names).
+    pub fn count(&self, table: &str) -> i64 {
+        assert!(
+            table.chars().all(|c| c.is_ascii_lowercase() || c == '_'),
+            "not a table name: {table:?}"
+        );
+        self.query_i64(&format!("SELECT COUNT(*) AS n FROM {table}"))
+    }
+
+    /// Rows in accounts, phones, identity_documents and audit_events, in that order.
+    pub fn counts(&self) -> [i64; 4] {
+        ACCOUNT_TABLES.map(|t| self.count(t))
+    }
+
+    /// Audit rows of this kind (e.g. `enrollment`, `account_deleted`).
+    pub fn audit_count(&self, kind: &str) -> i64 {
+        let store = self.store();
+        let mut conn = store.conn().expect("a test database connection");
+        audit_events::table
+            .filter(audit_events::kind.eq(kind))
+            .count()
+            .get_result(&mut *conn)
+            .unwrap_or_else(|e| panic!("counting {kind} audit events on {}: {e}", self.url))
+    }
+
+    /// Whether the accounts table exists yet (i.e. the database was migrated).
+    pub fn has_accounts_table(&self) -> bool {
+        let sql = match self.backend {
+            Backend::Sqlite => {
+                "SELECT COUNT(*) AS n FROM sqlite_master WHERE type = 'table' AND name = 'accounts'"
+            }
+            Backend::Mysql => {
+                "SELECT COUNT(*) AS n FROM information_schema.tables \
+                 WHERE table_schema = DATABASE() AND table_name = 'accounts'"
+            }
+        };
+        self.query_i64(sql) == 1
+    }
+}
+
+/// The `dialgate` binary with no `DIALGATE_*` settings inherited from the environment.
+pub fn bare_cmd() -> assert_cmd::Command {
+    let mut cmd = assert_cmd::Command::cargo_bin("dialgate").expect("the dialgate binary");
+    for (key, _) in std::env::vars_os() {
+        if key.to_string_lossy().starts_with("DIALGATE_") {
+            cmd.env_remove(key);
+        }
+    }
+    cmd.env("NO_COLOR", "1");
+    cmd
+}
+
+impl Drop for TestDb {
+    fn drop(&mut self) {
+        if let Some((base, name)) = self.mysql.take() {
+            // Never panic here: a panic while a failing test unwinds would abort.
+            let dropped = MysqlConnection::establish(&base)
+                .map_err(|e| e.to_string())
+                .and_then(|mut admin| {
+                    diesel::sql_query(format!("DROP DATABASE IF EXISTS `{name}`"))
+                        .execute(&mut admin)
+                        .map_err(|e| e.to_string())
+                });
+            if let Err(e) = dropped {
+                eprintln!("warning: could not drop test database {name} on {base}: {e}");
+            }
+        }
+        drop(self.dir.take());
+    }
+}
