@@ -79,6 +79,31 @@ async fn follow(name: &str) -> common::FollowLog {
     log
 }
 
+/// Replays `transcript` against a server whose script `name` is `script`, and returns
+/// what the script produced. The replay itself must match byte for byte.
+async fn replay_with_script<T, F, Fut>(transcript: &Transcript, name: &str, script: F) -> T
+where
+    T: Send + 'static,
+    F: FnOnce(AgiCall) -> Fut + Send + 'static,
+    Fut: std::future::Future<Output = T> + Send + 'static,
+{
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    let once = std::sync::Mutex::new(Some((script, tx)));
+    let router = Router::new().route(name, move |call: AgiCall| {
+        let (script, tx) = once.lock().unwrap().take().expect("one call");
+        async move {
+            tx.send(script(call).await).ok();
+            Ok(())
+        }
+    });
+    let server = TestServer::start(router, ServerConfig::default()).await;
+    replay(transcript, server.addr, ReplayOptions::default())
+        .await
+        .unwrap();
+    server.shutdown().await;
+    rx.await.unwrap()
+}
+
 fn success(reply: &Reply) -> &dialgate::agi::Response {
     match reply {
         Reply::Success(r) => r,
@@ -125,27 +150,18 @@ async fn after_hangup_a_live_only_command_fails_fast_and_is_never_written() {
     let mut transcript = recorded.clone();
     transcript.lines.truncate(transcript.lines.len() - 2);
     let name = transcript_env(&transcript).script_path();
-    let (tx, rx) = tokio::sync::oneshot::channel();
-    let tx = std::sync::Mutex::new(Some(tx));
-    let router = Router::new().route(&name, move |mut call: AgiCall| {
-        let tx = tx.lock().unwrap().take();
-        async move {
-            call.send_ok(&Command::answer()).await?;
-            call.send_ok(&Command::stream_file("silence/10", ""))
-                .await?;
-            call.send_ok(&Command::get_variable("CALLERID(num)"))
-                .await?;
-            let refused = call.send(&Command::stream_file("silence/1", "")).await;
-            tx.unwrap().send((call.is_dead(), refused)).ok();
-            Ok(())
+    let (dead, refused) = replay_with_script(&transcript, &name, |mut call| async move {
+        for command in [
+            Command::answer(),
+            Command::stream_file("silence/10", ""),
+            Command::get_variable("CALLERID(num)"),
+        ] {
+            call.send_ok(&command).await.unwrap();
         }
-    });
-    let server = TestServer::start(router, ServerConfig::default()).await;
-    replay(&transcript, server.addr, ReplayOptions::default())
-        .await
-        .unwrap();
-    server.shutdown().await;
-    let (dead, refused) = rx.await.unwrap();
+        let refused = call.send(&Command::stream_file("silence/1", "")).await;
+        (call.is_dead(), refused)
+    })
+    .await;
     assert!(dead);
     assert!(
         matches!(refused, Err(CallError::ChannelDead("STREAM FILE"))),
@@ -158,25 +174,12 @@ async fn a_command_with_a_newline_is_refused_before_anything_is_written() {
     let transcript = load("10-pjsip-ast20-ping.agi");
     let mut transcript = transcript.clone();
     transcript.lines.truncate(transcript.lines.len() - 2);
-    let (tx, rx) = tokio::sync::oneshot::channel();
-    let tx = std::sync::Mutex::new(Some(tx));
-    let router = Router::new().route("ping", move |mut call: AgiCall| {
-        let tx = tx.lock().unwrap().take();
-        async move {
-            let outcome = call
-                .send(&Command::set_variable("X", "1\nEXEC System reboot"))
-                .await;
-            tx.unwrap().send(outcome).ok();
-            Ok(())
-        }
-    });
-    let server = TestServer::start(router, ServerConfig::default()).await;
     // The transcript ends after the environment: any byte the server writes diverges.
-    replay(&transcript, server.addr, ReplayOptions::default())
-        .await
-        .unwrap();
-    server.shutdown().await;
-    let outcome = rx.await.unwrap();
+    let outcome = replay_with_script(&transcript, "ping", |mut call| async move {
+        call.send(&Command::set_variable("X", "1\nEXEC System reboot"))
+            .await
+    })
+    .await;
     assert!(
         outcome.unwrap_err().to_string().contains("CR, LF or NUL"),
         "refused with a clear error"
@@ -188,26 +191,14 @@ async fn a_command_without_reply_times_out_and_the_call_is_abandoned() {
     let mut transcript = load("10-pjsip-ast20-ping.agi");
     // Asterisk never answers the SET VARIABLE.
     transcript.lines.pop();
-    let (tx, rx) = tokio::sync::oneshot::channel();
-    let tx = std::sync::Mutex::new(Some(tx));
-    let router = Router::new().route("ping", move |mut call: AgiCall| {
-        let tx = tx.lock().unwrap().take();
-        async move {
-            call.set_command_timeout(Duration::from_millis(200));
-            let first = call
-                .send(&Command::set_variable("DIALGATE_RESULT", "pong"))
-                .await;
-            let second = call.send(&Command::noop()).await;
-            tx.unwrap().send((first, second)).ok();
-            Ok(())
-        }
-    });
-    let server = TestServer::start(router, ServerConfig::default()).await;
-    replay(&transcript, server.addr, ReplayOptions::default())
-        .await
-        .unwrap();
-    server.shutdown().await;
-    let (first, second) = rx.await.unwrap();
+    let (first, second) = replay_with_script(&transcript, "ping", |mut call| async move {
+        call.set_command_timeout(Duration::from_millis(200));
+        let first = call
+            .send(&Command::set_variable("DIALGATE_RESULT", "pong"))
+            .await;
+        (first, call.send(&Command::noop()).await)
+    })
+    .await;
     assert!(matches!(first, Err(CallError::Timeout { .. })), "{first:?}");
     assert!(matches!(second, Err(CallError::Broken)), "{second:?}");
 }
