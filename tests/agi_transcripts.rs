@@ -146,8 +146,7 @@ async fn recorded_hangup_before_reply_is_an_event_not_a_reply() {
 async fn after_hangup_a_live_only_command_fails_fast_and_is_never_written() {
     // The recorded race, cut before the script's STREAM FILE on the dead channel: a
     // strict AgiCall must refuse that command itself, writing nothing.
-    let recorded = load("06-local-hangup-race-during-playback.agi");
-    let mut transcript = recorded.clone();
+    let mut transcript = load("06-local-hangup-race-during-playback.agi");
     transcript.lines.truncate(transcript.lines.len() - 2);
     let name = transcript_env(&transcript).script_path();
     let (dead, refused) = replay_with_script(&transcript, &name, |mut call| async move {
@@ -171,8 +170,7 @@ async fn after_hangup_a_live_only_command_fails_fast_and_is_never_written() {
 
 #[tokio::test]
 async fn a_command_with_a_newline_is_refused_before_anything_is_written() {
-    let transcript = load("10-pjsip-ast20-ping.agi");
-    let mut transcript = transcript.clone();
+    let mut transcript = load("10-pjsip-ast20-ping.agi");
     transcript.lines.truncate(transcript.lines.len() - 2);
     // The transcript ends after the environment: any byte the server writes diverges.
     let outcome = replay_with_script(&transcript, "ping", |mut call| async move {
