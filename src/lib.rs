@@ -4,5 +4,6 @@ pub mod auth;
 pub mod cli;
 pub mod config;
 pub mod dialin;
+pub mod metrics;
 pub mod phone;
 pub mod store;

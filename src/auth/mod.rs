@@ -4,4 +4,6 @@
 pub mod accounts;
 pub mod audit;
 pub mod documents;
+pub mod login;
 pub mod passwords;
+pub mod signal;
