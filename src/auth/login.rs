@@ -347,6 +347,9 @@ impl PendingChallenge {
     }
 }
 
+/// id, account, code hash, node, attempts, username.
+type PendingRow = (String, i64, Option<String>, Option<String>, i32, String);
+
 /// The newest live pending challenge for this caller on this dial-in number, after
 /// counting the call against it (attempts are counted before evaluation and capped).
 pub fn find_pending_for_call(
@@ -358,25 +361,24 @@ pub fn find_pending_for_call(
     let mut conn = store.conn()?;
     let now = now_ms();
     let found = conn.transaction::<_, DieselError, _>(|conn| {
-        let row: Option<(String, i64, Option<String>, Option<String>, i32, String)> =
-            login_challenges::table
-                .inner_join(accounts::table)
-                .filter(login_challenges::caller_e164.eq(caller.as_str()))
-                .filter(login_challenges::dial_number.eq(dialled.as_str()))
-                .filter(login_challenges::status.eq("pending"))
-                .filter(login_challenges::expires_at.gt(now))
-                .filter(accounts::status.eq("active"))
-                .order(login_challenges::created_at.desc())
-                .select((
-                    login_challenges::id,
-                    login_challenges::account_id,
-                    login_challenges::code_hash,
-                    login_challenges::node_url,
-                    login_challenges::attempts,
-                    accounts::username,
-                ))
-                .first(conn)
-                .optional()?;
+        let row: Option<PendingRow> = login_challenges::table
+            .inner_join(accounts::table)
+            .filter(login_challenges::caller_e164.eq(caller.as_str()))
+            .filter(login_challenges::dial_number.eq(dialled.as_str()))
+            .filter(login_challenges::status.eq("pending"))
+            .filter(login_challenges::expires_at.gt(now))
+            .filter(accounts::status.eq("active"))
+            .order(login_challenges::created_at.desc())
+            .select((
+                login_challenges::id,
+                login_challenges::account_id,
+                login_challenges::code_hash,
+                login_challenges::node_url,
+                login_challenges::attempts,
+                accounts::username,
+            ))
+            .first(conn)
+            .optional()?;
         let Some((id, account_id, code_hash, node_url, attempts, username)) = row else {
             return Ok(None);
         };
