@@ -20,6 +20,31 @@ pub struct FileConfig {
     pub currency: Option<String>,
     pub max_document_bytes: Option<usize>,
     pub migrate_on_start: Option<bool>,
+    /// `[serve]`: every `dialgate serve` flag, by the flag's name with underscores.
+    #[serde(default)]
+    pub serve: ServeFile,
+}
+
+/// The `[serve]` table; each key is the `dialgate serve` flag of the same name.
+#[derive(Debug, Default, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServeFile {
+    pub agi_listen: Option<std::net::SocketAddr>,
+    pub http_listen: Option<std::net::SocketAddr>,
+    pub agi_allow: Option<Vec<String>>,
+    pub max_connections: Option<u32>,
+    pub env_timeout: Option<String>,
+    pub command_timeout: Option<String>,
+    pub grace_period: Option<String>,
+    pub dialin_numbers: Option<Vec<String>>,
+    pub trusted_trunks: Option<Vec<String>>,
+    pub mode: Option<crate::dialin::verify::Mode>,
+    pub code_digits: Option<u8>,
+    pub challenge_ttl: Option<String>,
+    pub session_ttl: Option<String>,
+    pub node_url: Option<String>,
+    pub signal_key: Option<String>,
+    pub insecure_cookies: Option<bool>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -59,6 +84,8 @@ pub struct Config {
     pub currency: String,
     pub max_document_bytes: usize,
     pub migrate_on_start: bool,
+    /// The file's `[serve]` table, for `dialgate serve` to merge under its flags.
+    pub serve_file: ServeFile,
 }
 
 /// What the command line (or environment) said; `None` = not given.
@@ -120,6 +147,7 @@ impl Config {
                 .max_document_bytes
                 .unwrap_or(crate::auth::documents::DEFAULT_MAX_DOCUMENT_BYTES),
             migrate_on_start: !overrides.no_migrate && file.migrate_on_start.unwrap_or(true),
+            serve_file: file.serve,
         })
     }
 }

@@ -4,6 +4,7 @@ pub mod auth;
 pub mod cli;
 pub mod config;
 pub mod dialin;
+pub mod gateway;
 pub mod metrics;
 pub mod phone;
 pub mod store;

@@ -5,6 +5,7 @@ pub mod call;
 pub mod codec;
 pub mod command;
 pub mod env;
+pub mod peer;
 pub mod reply;
 pub mod server;
 pub mod transcript;
@@ -14,7 +15,7 @@ pub use codec::{AgiCodec, Frame};
 pub use command::{Command, Verb};
 pub use env::{AgiEnv, CallerId, Presentation};
 pub use reply::{Reply, Response};
-pub use server::{Router, Script, Server, ServerConfig};
+pub use server::{Router, Script, ScriptFuture, Server, ServerConfig};
 
 /// Default FastAGI port, as in `agi://host` URLs without one.
 pub const DEFAULT_PORT: u16 = 4573;

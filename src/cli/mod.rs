@@ -1,11 +1,13 @@
 //! The command line: one file per subcommand.
 
 pub mod accounts;
+pub mod demo;
 pub mod enroll;
 pub mod import;
 pub mod migrate;
 pub mod replay;
 pub mod serve;
+pub mod simulate_call;
 
 use std::path::PathBuf;
 
@@ -68,8 +70,10 @@ pub struct GlobalArgs {
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
-    /// Run the FastAGI server.
+    /// Run the FastAGI server and the HTTP gateway.
     Serve(serve::ServeArgs),
+    /// Try dialgate now: a demo account, a fictional dial-in number, a simulated call.
+    Demo(demo::DemoArgs),
     /// Play Asterisk's side of recorded AGI transcripts against a FastAGI server.
     Replay(replay::ReplayArgs),
     /// Enroll a user: username, password, phone, name, ID scan and photo.
@@ -80,6 +84,8 @@ pub enum Command {
     Import(import::ImportArgs),
     /// Apply pending database migrations.
     Migrate,
+    /// Play Asterisk: place a simulated call to a FastAGI script and print the dialog.
+    SimulateCall(simulate_call::SimulateCallArgs),
 }
 
 /// How a command failed, for the process exit code.
@@ -157,7 +163,9 @@ pub async fn run(cli: Cli) -> Result<(), Failure> {
     let global = cli.global;
     match cli.command {
         Command::Serve(args) => serve::run(&global, args).await,
+        Command::Demo(args) => demo::run(&global, args).await,
         Command::Replay(args) => replay::run(args).await,
+        Command::SimulateCall(args) => simulate_call::run(args).await,
         // Database work blocks: keep it off the async workers.
         Command::Enroll(args) => blocking(move || enroll::run(&global, args)).await,
         Command::Accounts(args) => blocking(move || accounts::run(&global, args)).await,

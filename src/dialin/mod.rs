@@ -1,6 +1,7 @@
 //! dialgate's FastAGI scripts, built on the AGI protocol layer.
 
 pub mod ping;
+pub mod verify;
 
 use crate::agi::Router;
 

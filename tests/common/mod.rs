@@ -161,6 +161,7 @@ impl ServeProcess {
         let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_dialgate"));
         command
             .args(["serve", "--agi-listen", &addr.to_string()])
+            .args(["--http-listen", "127.0.0.1:0"])
             .arg("--data-dir")
             .arg(dir.path())
             .args(args)
@@ -192,6 +193,17 @@ impl ServeProcess {
         };
         process.wait_for_log("FastAGI server listening");
         process
+    }
+
+    /// The HTTP gateway's address, from its start-up log line.
+    pub fn http_addr(&self) -> SocketAddr {
+        let log = self.wait_for_log("HTTP gateway listening");
+        let line = log
+            .lines()
+            .find(|l| l.contains("HTTP gateway listening"))
+            .unwrap();
+        let addr = line.split("addr=").nth(1).unwrap();
+        addr.split_whitespace().next().unwrap().parse().unwrap()
     }
 
     pub fn log_text(&self) -> String {

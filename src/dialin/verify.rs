@@ -1,0 +1,307 @@
+//! `AGI(agi://HOST/verify,${EXTEN})`: the call that proves possession of the enrolled
+//! phone. Trust and presentation checks, E.164 normalisation, match on caller + dialled
+//! number, optional keypad code, atomic PENDING -> VERIFIED; every path ends in a
+//! `DIALGATE_RESULT` and an audit row. Nothing is granted on an error.
+
+use std::{sync::Arc, time::Instant};
+
+use tracing::{info, warn};
+
+use crate::{
+    agi::{
+        server::RESULT_VARIABLE, AgiCall, CallError, Command, Presentation, Script, ScriptFuture,
+    },
+    auth::{
+        audit,
+        login::{self, LoginSettings, PendingChallenge},
+        signal::ChallengeSignal,
+    },
+    metrics::Metrics,
+    phone::{self, PhoneError, Region, E164},
+    store::Store,
+};
+
+/// Whether the call is answered.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, serde::Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Mode {
+    /// Never answer: the dialplan rejects the call afterwards, so the caller pays nothing.
+    MissedCall,
+    /// Answer, ask for the keypad code when codes are on, and play a closing prompt.
+    Answer,
+}
+
+/// A trusted trunk: channel technology and endpoint (`PJSIP/carrier`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Trunk {
+    pub technology: String,
+    pub endpoint: String,
+}
+
+impl std::str::FromStr for Trunk {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<Trunk, String> {
+        match text.trim().split_once('/') {
+            Some((tech, endpoint))
+                if !tech.is_empty() && !endpoint.is_empty() && !endpoint.contains('/') =>
+            {
+                Ok(Trunk {
+                    technology: tech.to_string(),
+                    endpoint: endpoint.to_string(),
+                })
+            }
+            _ => Err(format!(
+                "{text:?} is not a trunk: write TECHNOLOGY/ENDPOINT, e.g. PJSIP/carrier"
+            )),
+        }
+    }
+}
+
+impl std::fmt::Display for Trunk {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}/{}", self.technology, self.endpoint)
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct VerifyConfig {
+    /// Empty: every channel is believed (startup warns).
+    pub trusted_trunks: Vec<Trunk>,
+    pub default_region: Region,
+    pub mode: Mode,
+    pub login: LoginSettings,
+    /// Prompt played before GET DATA (Asterisk core sound: "please enter your password
+    /// followed by the pound key").
+    pub code_prompt: String,
+    pub code_timeout_ms: u32,
+    pub verified_prompt: String,
+    pub refused_prompt: String,
+}
+
+impl VerifyConfig {
+    pub fn new(login: LoginSettings, default_region: Region) -> VerifyConfig {
+        VerifyConfig {
+            trusted_trunks: Vec::new(),
+            default_region,
+            mode: Mode::MissedCall,
+            login,
+            code_prompt: "agent-pass".into(),
+            code_timeout_ms: 10_000,
+            verified_prompt: "auth-thankyou".into(),
+            refused_prompt: "vm-goodbye".into(),
+        }
+    }
+}
+
+/// The verdict, as the dialplan reads it in `DIALGATE_RESULT`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Verdict {
+    Verified,
+    NoPending,
+    Withheld,
+    Untrusted,
+    InvalidNumber,
+    WrongCode,
+    Error,
+}
+
+impl Verdict {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Verdict::Verified => "verified",
+            Verdict::NoPending => "no_pending",
+            Verdict::Withheld => "withheld",
+            Verdict::Untrusted => "untrusted",
+            Verdict::InvalidNumber => "invalid_number",
+            Verdict::WrongCode => "wrong_code",
+            Verdict::Error => "error",
+        }
+    }
+}
+
+/// The `verify` script with what it needs.
+pub struct Verify {
+    pub store: Store,
+    pub config: VerifyConfig,
+    pub signal: Arc<dyn ChallengeSignal>,
+    pub metrics: Arc<Metrics>,
+}
+
+/// What one call said about itself, for the audit row.
+#[derive(Debug, Default, serde::Serialize)]
+struct CallFacts {
+    caller: Option<String>,
+    presentation: Option<u8>,
+    channel: Option<String>,
+    uniqueid: Option<String>,
+    dialled: Option<String>,
+    challenge_id: Option<String>,
+    detail: Option<String>,
+}
+
+impl Script for Arc<Verify> {
+    fn run(&self, call: AgiCall) -> ScriptFuture {
+        let verify = self.clone();
+        Box::pin(async move { verify.handle(call).await })
+    }
+}
+
+/// Runs blocking store work off the async workers; a panic or store error is an error.
+async fn blocking<T: Send + 'static>(
+    work: impl FnOnce() -> Result<T, crate::store::StoreError> + Send + 'static,
+) -> anyhow::Result<T> {
+    Ok(tokio::task::spawn_blocking(work).await??)
+}
+
+impl Verify {
+    async fn handle(self: Arc<Self>, mut call: AgiCall) -> anyhow::Result<()> {
+        let started = Instant::now();
+        let env = call.env().clone();
+        let mut facts = CallFacts {
+            caller: env.get("agi_callerid"),
+            presentation: env.calling_pres(),
+            channel: env.channel(),
+            uniqueid: env.uniqueid(),
+            ..CallFacts::default()
+        };
+        if self.config.mode == Mode::Answer {
+            // An unanswered answer-mode call can still be judged; only prompts are lost.
+            if let Err(e) = call.send_ok(&Command::answer()).await {
+                facts.detail = Some(format!("answer failed: {e}"));
+            }
+        }
+        let verdict = match self.judge(&mut call, &mut facts).await {
+            Ok(verdict) => verdict,
+            Err(e) => {
+                warn!(error = %format!("{e:#}"), "verify failed closed");
+                facts.detail = Some(format!("{e:#}"));
+                Verdict::Error
+            }
+        };
+        if let Err(e) = call.set_variable(RESULT_VARIABLE, verdict.as_str()).await {
+            warn!(error = %e, "could not set DIALGATE_RESULT; the dialplan sees no result");
+        }
+        if self.config.mode == Mode::Answer && !call.is_dead() {
+            let prompt = match verdict {
+                Verdict::Verified => &self.config.verified_prompt,
+                _ => &self.config.refused_prompt,
+            };
+            let _ = call.send(&Command::stream_file(prompt, "")).await;
+        }
+        self.metrics
+            .call(verdict.as_str(), started.elapsed().as_secs_f64());
+        info!(result = verdict.as_str(), caller = ?facts.caller, "verify call");
+        let store = self.store.clone();
+        let audited = blocking(move || {
+            let mut conn = store.conn()?;
+            let detail = serde_json::to_value(&facts).unwrap_or_default();
+            audit::record(
+                &mut conn,
+                audit::Event::new("call", verdict.as_str()).detail(detail),
+            )
+            .map_err(Into::into)
+        })
+        .await;
+        if let Err(e) = audited {
+            warn!(error = %format!("{e:#}"), "could not write the call's audit row");
+        }
+        call.close().await;
+        Ok(())
+    }
+
+    async fn judge(&self, call: &mut AgiCall, facts: &mut CallFacts) -> anyhow::Result<Verdict> {
+        let env = call.env().clone();
+        if !self.config.trusted_trunks.is_empty() {
+            let trusted =
+                env.channel_technology_endpoint()
+                    .is_some_and(|(tech, endpoint)| {
+                        self.config.trusted_trunks.iter().any(|t| {
+                            t.technology.eq_ignore_ascii_case(&tech) && t.endpoint == endpoint
+                        })
+                    });
+            if !trusted {
+                return Ok(Verdict::Untrusted);
+            }
+        }
+        // Unknown presentation is treated like a withheld number: fail closed.
+        if env.presentation() != Some(Presentation::Allowed) {
+            return Ok(Verdict::Withheld);
+        }
+        let Some(caller_text) = env.caller_number() else {
+            return Ok(Verdict::Withheld);
+        };
+        let caller = match phone::normalize(&caller_text, self.config.default_region) {
+            Ok(number) => number,
+            Err(PhoneError::Withheld | PhoneError::Empty) => return Ok(Verdict::Withheld),
+            Err(_) => return Ok(Verdict::InvalidNumber),
+        };
+        facts.caller = Some(caller.to_string());
+        let dialled_text = env
+            .arg(1)
+            .filter(|a| !a.trim().is_empty())
+            .or_else(|| env.dnid())
+            .or_else(|| env.extension());
+        let Some(Ok(dialled)) =
+            dialled_text.map(|d| phone::normalize(&d, self.config.default_region))
+        else {
+            return Ok(Verdict::InvalidNumber);
+        };
+        facts.dialled = Some(dialled.to_string());
+        let Some(pending) = self.find_pending(caller, dialled).await? else {
+            return Ok(Verdict::NoPending);
+        };
+        facts.challenge_id = Some(pending.id.clone());
+        if pending.needs_code() && !self.code_entered(call, &pending).await? {
+            let store = self.store.clone();
+            let id = pending.id.clone();
+            if blocking(move || login::mark_failed(&store, &id, "wrong_code")).await? {
+                self.signal
+                    .challenge_changed(&pending.id, pending.node_url.as_deref());
+            }
+            return Ok(Verdict::WrongCode);
+        }
+        let store = self.store.clone();
+        let id = pending.id.clone();
+        if !blocking(move || login::mark_verified(&store, &id)).await? {
+            // Expired or verified by a concurrent call in between.
+            return Ok(Verdict::NoPending);
+        }
+        self.signal
+            .challenge_changed(&pending.id, pending.node_url.as_deref());
+        Ok(Verdict::Verified)
+    }
+
+    async fn find_pending(
+        &self,
+        caller: E164,
+        dialled: E164,
+    ) -> anyhow::Result<Option<PendingChallenge>> {
+        let store = self.store.clone();
+        let settings = self.config.login.clone();
+        blocking(move || login::find_pending_for_call(&store, &settings, &caller, &dialled)).await
+    }
+
+    /// Asks for the keypad code; `false` for a wrong code, silence or a hang-up.
+    async fn code_entered(
+        &self,
+        call: &mut AgiCall,
+        pending: &PendingChallenge,
+    ) -> anyhow::Result<bool> {
+        let max_digits = u32::from(self.config.login.code_digits.max(1));
+        let ask = Command::get_data(
+            &self.config.code_prompt,
+            self.config.code_timeout_ms,
+            max_digits,
+        );
+        let timeout =
+            std::time::Duration::from_millis(u64::from(self.config.code_timeout_ms) + 30_000);
+        match call.send_with_timeout(&ask, timeout).await {
+            Ok(reply) => Ok(reply
+                .into_success()
+                .is_ok_and(|r| !r.timed_out() && pending.code_matches(&r.result))),
+            Err(CallError::ChannelDead(_) | CallError::Closed) => Ok(false),
+            Err(e) => Err(e.into()),
+        }
+    }
+}

@@ -1,0 +1,152 @@
+//! HTTP: the login API (`/v1/login`), its SSE stream, forward-auth (`/v1/auth`), the web
+//! pages, health and metrics, and node-to-node signalling (`/v1/internal/signal`).
+//!
+//! Built on `auth` (the domain) and `store`: every store call runs on a blocking thread,
+//! and Argon2id (`login::start`) additionally behind a semaphore sized to the CPUs, so a
+//! login flood cannot starve the FastAGI side. Any store error is a 503: fail closed.
+
+mod api;
+mod error;
+mod hub;
+mod limit;
+mod pages;
+
+use std::{future::Future, io, net::SocketAddr, sync::Arc, time::Duration};
+
+use axum::{
+    extract::DefaultBodyLimit,
+    routing::{get, post},
+    Router,
+};
+use tokio::sync::{watch, Semaphore};
+use tower_http::trace::TraceLayer;
+
+pub use error::ApiError;
+pub use hub::{sign, verify_signature, Hub, SIGNAL_PATH, SIGNAL_WINDOW};
+pub use limit::{Limiter, RateLimit};
+
+use crate::{auth::login::LoginSettings, metrics::Metrics, store::Store};
+
+/// Largest request body accepted (JSON bodies are tiny).
+pub const MAX_BODY_BYTES: usize = 16 * 1024;
+/// Cookie holding the browser secret of a login challenge.
+pub const CHALLENGE_COOKIE: &str = "dialgate_challenge";
+/// Cookie holding the session token.
+pub const SESSION_COOKIE: &str = "dialgate_session";
+
+/// Everything the HTTP side needs to know.
+#[derive(Debug, Clone)]
+pub struct GatewayConfig {
+    pub login: LoginSettings,
+    /// Mark cookies `Secure` (default). Turn off only for plain-HTTP development.
+    pub secure_cookies: bool,
+    /// Shared key for node-to-node signals; `None` disables `/v1/internal/signal` (404)
+    /// and outgoing signals to other nodes.
+    pub signal_key: Option<Vec<u8>>,
+    /// This node's base URL as other nodes reach it (e.g. `http://10.0.0.5:8080`).
+    /// When set it is recorded on this node's challenges (overrides `login.node_url`).
+    pub node_url: Option<String>,
+    /// Failed-login limits per client address and per account.
+    pub login_rate: RateLimit,
+    /// How often a waiting SSE stream re-reads the store in case a signal was lost.
+    pub sse_poll: Duration,
+}
+
+impl Default for GatewayConfig {
+    fn default() -> Self {
+        GatewayConfig {
+            login: LoginSettings::default(),
+            secure_cookies: true,
+            signal_key: None,
+            node_url: None,
+            login_rate: RateLimit::default(),
+            sse_poll: Duration::from_secs(2),
+        }
+    }
+}
+
+/// Shared state of every request.
+pub struct Gateway {
+    pub store: Store,
+    pub config: GatewayConfig,
+    pub hub: Arc<Hub>,
+    pub metrics: Arc<Metrics>,
+    /// Argon2id runs at most this many at once.
+    pub argon_permits: Arc<Semaphore>,
+    pub limiter: Limiter,
+    closing: watch::Sender<bool>,
+}
+
+impl Gateway {
+    /// `hub` must be the same one given to the FastAGI side as its `ChallengeSignal`,
+    /// built with the same node URL and key as `config`.
+    pub fn new(
+        store: Store,
+        mut config: GatewayConfig,
+        hub: Arc<Hub>,
+        metrics: Arc<Metrics>,
+    ) -> Gateway {
+        if config.node_url.is_some() {
+            config.login.node_url = config.node_url.clone();
+        }
+        let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
+        let limiter = Limiter::new(config.login_rate.clone());
+        Gateway {
+            store,
+            config,
+            hub,
+            metrics,
+            argon_permits: Arc::new(Semaphore::new(cpus)),
+            limiter,
+            closing: watch::channel(false).0,
+        }
+    }
+
+    /// Ends every open SSE stream (browsers reconnect, possibly to another node). Call it
+    /// when shutting down: graceful shutdown waits for open responses, and a waiting
+    /// stream otherwise lasts until its challenge expires.
+    pub fn close(&self) {
+        self.closing.send_replace(true);
+    }
+
+    fn closing(&self) -> watch::Receiver<bool> {
+        self.closing.subscribe()
+    }
+}
+
+/// Every route of the gateway.
+pub fn router(state: Arc<Gateway>) -> Router {
+    Router::new()
+        .route("/v1/login", post(api::login))
+        .route("/v1/login/{id}", get(api::status))
+        .route("/v1/login/{id}/events", get(api::events))
+        .route("/v1/login/{id}/session", post(api::exchange))
+        .route("/v1/auth", get(api::forward_auth))
+        .route("/v1/logout", post(api::logout))
+        .route(SIGNAL_PATH, post(api::signal))
+        .route("/healthz", get(pages::healthz))
+        .route("/metrics", get(pages::metrics))
+        .route("/", get(pages::index))
+        .route("/app.js", get(pages::app_js))
+        .route("/style.css", get(pages::style_css))
+        .fallback(pages::not_found)
+        .layer(axum::middleware::map_response(pages::common_headers))
+        .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
+        .layer(TraceLayer::new_for_http())
+        .with_state(state)
+}
+
+/// Serves `router` on `listener` until `shutdown` completes, then finishes the requests in
+/// progress (call [`Gateway::close`] in `shutdown` so SSE streams end too).
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    router: Router,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> io::Result<()> {
+    axum::serve(
+        listener,
+        router.into_make_service_with_connect_info::<SocketAddr>(),
+    )
+    .with_graceful_shutdown(shutdown)
+    .await
+}

@@ -1,0 +1,96 @@
+//! The web pages (written in `web/`, compiled in), health, metrics, and the headers every
+//! response carries.
+
+use std::sync::Arc;
+
+use axum::{
+    extract::State,
+    http::{header, HeaderValue, StatusCode},
+    response::{IntoResponse, Response},
+    Json,
+};
+use serde_json::json;
+use tracing::warn;
+
+use super::{ApiError, Gateway};
+use crate::auth::login;
+
+const INDEX_HTML: &str = include_str!("web/index.html");
+const APP_JS: &str = include_str!("web/app.js");
+const STYLE_CSS: &str = include_str!("web/style.css");
+
+fn page(content_type: &'static str, cache: &'static str, body: &'static str) -> Response {
+    (
+        [
+            (header::CONTENT_TYPE, content_type),
+            (header::CACHE_CONTROL, cache),
+        ],
+        body,
+    )
+        .into_response()
+}
+
+pub async fn index() -> Response {
+    page("text/html; charset=utf-8", "no-store", INDEX_HTML)
+}
+
+pub async fn app_js() -> Response {
+    page("text/javascript; charset=utf-8", "no-cache", APP_JS)
+}
+
+pub async fn style_css() -> Response {
+    page("text/css; charset=utf-8", "no-cache", STYLE_CSS)
+}
+
+pub async fn not_found() -> ApiError {
+    ApiError::not_found()
+}
+
+pub async fn healthz(State(gw): State<Arc<Gateway>>) -> Response {
+    let store = gw.store.clone();
+    let ping = tokio::task::spawn_blocking(move || login::ping(&store))
+        .await
+        .map_err(|e| e.to_string())
+        .and_then(|r| r.map_err(|e| e.to_string()));
+    match ping {
+        Ok(()) => Json(json!({ "status": "ok", "database": "ok" })).into_response(),
+        Err(e) => {
+            warn!(error = %e, "health check: database unreachable");
+            (
+                StatusCode::SERVICE_UNAVAILABLE,
+                Json(json!({ "status": "degraded", "database": e })),
+            )
+                .into_response()
+        }
+    }
+}
+
+pub async fn metrics(State(gw): State<Arc<Gateway>>) -> Response {
+    (
+        [(
+            header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
+        gw.metrics.render(),
+    )
+        .into_response()
+}
+
+/// Security headers on every response; `Cache-Control: no-store` unless a route chose
+/// otherwise (API answers carry secrets and session state).
+pub async fn common_headers(mut response: Response) -> Response {
+    let headers = response.headers_mut();
+    let defaults = [
+        (header::CONTENT_SECURITY_POLICY, "default-src 'self'"),
+        (header::X_CONTENT_TYPE_OPTIONS, "nosniff"),
+        (header::REFERRER_POLICY, "no-referrer"),
+        (header::X_FRAME_OPTIONS, "DENY"),
+        (header::CACHE_CONTROL, "no-store"),
+    ];
+    for (name, value) in defaults {
+        if !headers.contains_key(&name) {
+            headers.insert(name, HeaderValue::from_static(value));
+        }
+    }
+    response
+}
