@@ -45,6 +45,9 @@ pub struct ServeFile {
     pub node_url: Option<String>,
     pub signal_key: Option<String>,
     pub insecure_cookies: Option<bool>,
+    pub login_limit_per_ip: Option<u32>,
+    pub login_limit_per_account: Option<u32>,
+    pub login_limit_window: Option<String>,
 }
 
 #[derive(Debug, thiserror::Error)]

@@ -16,7 +16,7 @@ use crate::{
         self,
         verify::{Mode, Trunk, Verify, VerifyConfig},
     },
-    gateway::{self, Gateway, GatewayConfig, Hub},
+    gateway::{self, Gateway, GatewayConfig, Hub, RateLimit},
     metrics::Metrics,
     phone::{self, E164},
     store::Store,
@@ -106,6 +106,19 @@ pub struct ServeArgs {
     /// Cookies without the Secure flag, for plain-HTTP development only.
     #[arg(long, env = "DIALGATE_INSECURE_COOKIES")]
     pub insecure_cookies: bool,
+
+    /// Failed logins from one client address per window before it is locked out
+    /// (default 10; repeated lockouts double, up to an hour).
+    #[arg(long, env = "DIALGATE_LOGIN_LIMIT_PER_IP", value_parser = clap::value_parser!(u32).range(1..))]
+    pub login_limit_per_ip: Option<u32>,
+
+    /// Failed logins for one username per window, from any address (default 30).
+    #[arg(long, env = "DIALGATE_LOGIN_LIMIT_PER_ACCOUNT", value_parser = clap::value_parser!(u32).range(1..))]
+    pub login_limit_per_account: Option<u32>,
+
+    /// The window both login limits count in (default 60s).
+    #[arg(long, env = "DIALGATE_LOGIN_LIMIT_WINDOW")]
+    pub login_limit_window: Option<String>,
 }
 
 /// Everything `serve` runs with, resolved: flags over env over `[serve]` over defaults.
@@ -237,8 +250,26 @@ impl ServeSettings {
         let mut verify = VerifyConfig::new(login.clone(), config.default_region);
         verify.trusted_trunks = trusted_trunks;
         verify.mode = mode;
+        let defaults = RateLimit::default();
+        let login_rate = RateLimit {
+            per_ip: args
+                .login_limit_per_ip
+                .or(file.login_limit_per_ip)
+                .unwrap_or(defaults.per_ip),
+            per_account: args
+                .login_limit_per_account
+                .or(file.login_limit_per_account)
+                .unwrap_or(defaults.per_account),
+            window: duration(
+                "login-limit-window",
+                args.login_limit_window.or(file.login_limit_window),
+                defaults.window,
+            )?,
+            ..defaults
+        };
         let gateway = GatewayConfig {
             login,
+            login_rate,
             secure_cookies: !(args.insecure_cookies || file.insecure_cookies.unwrap_or(false)),
             signal_key: signal_key.map(String::into_bytes),
             node_url,
