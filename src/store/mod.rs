@@ -215,7 +215,8 @@ impl Default for OpenOptions {
         OpenOptions {
             max_connections: 8,
             migrate: true,
-            connect_timeout: Duration::from_secs(5),
+            // Short: a verify call holds an Asterisk channel while it waits.
+            connect_timeout: Duration::from_secs(3),
         }
     }
 }

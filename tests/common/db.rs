@@ -162,6 +162,15 @@ impl TestDb {
             .n
     }
 
+    /// Runs one statement (e.g. an UPDATE) and returns the rows it affected.
+    pub fn execute(&self, sql: &str) -> usize {
+        let store = self.store();
+        let mut conn = store.conn().expect("a test database connection");
+        diesel::sql_query(sql)
+            .execute(&mut *conn)
+            .unwrap_or_else(|e| panic!("statement {sql:?} on {}: {e}", self.url))
+    }
+
     /// Rows in `table` (one of the schema's table names).
     pub fn count(&self, table: &str) -> i64 {
         assert!(

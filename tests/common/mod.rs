@@ -206,6 +206,35 @@ impl ServeProcess {
         addr.split_whitespace().next().unwrap().parse().unwrap()
     }
 
+    /// Like [`ServeProcess::start`], but listening for HTTP on `http_listen` (a known
+    /// port, e.g. for `--node-url`): `serve` refuses a repeated `--http-listen`, so this
+    /// passes only the one given here.
+    pub fn start_with_http(args: &[&str], http_listen: SocketAddr) -> ServeProcess {
+        let addr = free_port();
+        let dir = tempfile::tempdir().unwrap();
+        let log = dir.path().join("serve.log");
+        let child = std::process::Command::new(env!("CARGO_BIN_EXE_dialgate"))
+            .args(["serve", "--agi-listen", &addr.to_string()])
+            .args(["--http-listen", &http_listen.to_string()])
+            .arg("--data-dir")
+            .arg(dir.path())
+            .args(args)
+            .env("DIALGATE_LOG", "debug")
+            .env("NO_COLOR", "1")
+            .stdout(std::process::Stdio::null())
+            .stderr(std::fs::File::create(&log).unwrap())
+            .spawn()
+            .unwrap();
+        let process = ServeProcess {
+            child,
+            addr,
+            log,
+            _dir: dir,
+        };
+        process.wait_for_log("FastAGI server listening");
+        process
+    }
+
     pub fn log_text(&self) -> String {
         String::from_utf8_lossy(&std::fs::read(&self.log).unwrap_or_default()).into_owned()
     }

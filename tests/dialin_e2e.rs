@@ -1,0 +1,893 @@
+//! The whole dial-in login as a user and Asterisk see it, against the real `dialgate
+//! serve` binary on SQLite and on MariaDB: username and password over HTTP, then a real
+//! FastAGI call to `verify` (played by `agi::peer`), then the session cookie and
+//! forward-auth. Also: the refusals (wrong caller, wrong number, withheld, untrusted
+//! trunk, expired, replay, missing secret, wrong code, invalid number), the database
+//! going away mid-flow (fail closed, then recover) and two nodes sharing one database.
+
+mod common;
+
+use std::{
+    net::SocketAddr,
+    sync::Arc,
+    time::{Duration, Instant},
+};
+
+use bytes::Bytes;
+use common::{
+    db::{Backend, TestDb},
+    free_port, ServeProcess,
+};
+use dialgate::agi::{
+    peer::{place_call, place_call_observed, CallOutcome, CallSpec},
+    transcript::Direction,
+};
+use http_body_util::{BodyExt, Full};
+use hyper::{
+    body::Incoming,
+    header::{self, HeaderMap},
+    Method, Request, Response, StatusCode,
+};
+use hyper_util::{client::legacy::Client, rt::TokioExecutor};
+use serde_json::{json, Value};
+use tokio::{net::TcpListener, sync::watch};
+
+macro_rules! on_both_backends {
+    ($($scenario:ident => $sqlite:ident, $mysql:ident;)*) => {$(
+        #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+        async fn $sqlite() {
+            $scenario(&TestDb::sqlite()).await;
+        }
+
+        #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+        async fn $mysql() {
+            $scenario(&TestDb::mysql()).await;
+        }
+    )*};
+}
+
+on_both_backends! {
+    scenario_success => success_sqlite, success_mysql;
+    scenario_wrong_caller_or_number => wrong_caller_or_number_sqlite, wrong_caller_or_number_mysql;
+    scenario_withheld => withheld_sqlite, withheld_mysql;
+    scenario_untrusted_trunk => untrusted_trunk_sqlite, untrusted_trunk_mysql;
+    scenario_expired => expired_sqlite, expired_mysql;
+    scenario_replay => replay_sqlite, replay_mysql;
+    scenario_exchange_needs_secret => exchange_needs_secret_sqlite, exchange_needs_secret_mysql;
+    scenario_code_mode => code_mode_sqlite, code_mode_mysql;
+    scenario_invalid_number => invalid_number_sqlite, invalid_number_mysql;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn database_stops_mid_flow_mysql() {
+    scenario_database_stops(&TestDb::mysql()).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn two_nodes_share_the_database_mysql() {
+    scenario_two_nodes(&TestDb::mysql()).await;
+}
+
+// ---------------------------------------------------------------------------------------
+// Helpers
+// ---------------------------------------------------------------------------------------
+
+const USER: &str = "alice";
+const PASSWORD: &str = "correct horse battery";
+const PHONE: &str = "+8613800138000";
+const OTHER_PHONE: &str = "+8613900139000";
+const POOL: [&str; 2] = ["+861055550100", "+861055550101"];
+const CHANNEL: &str = "PJSIP/carrier-0000001a";
+const SIGNAL_KEY: &str = "a signal key the two nodes share, 32+";
+
+/// Enrolls alice with her phone through the CLI.
+fn enroll(db: &TestDb) {
+    let out = db
+        .cmd()
+        .args(["enroll", "--username", USER, "--phone", PHONE])
+        .args(["--name", "Alice", "--password-stdin"])
+        .write_stdin(format!("{PASSWORD}\n"))
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "enroll failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// The serve flags every scenario uses, then `extra`.
+fn serve_args(database_url: &str, extra: &[&str]) -> Vec<String> {
+    let mut args: Vec<String> = vec!["--database-url".into(), database_url.into()];
+    for number in POOL {
+        args.extend(["--dialin-number".into(), number.into()]);
+    }
+    args.extend(
+        ["--trusted-trunk", "PJSIP/carrier", "--insecure-cookies"]
+            .iter()
+            .chain(extra)
+            .map(|s| s.to_string()),
+    );
+    args
+}
+
+/// A running `dialgate serve`: its HTTP base URL and FastAGI address.
+struct Gate {
+    process: ServeProcess,
+    http: String,
+    agi: SocketAddr,
+}
+
+impl Gate {
+    /// `serve` on `database_url` with the common flags and `extra`.
+    fn start(database_url: &str, extra: &[&str]) -> Gate {
+        let args = serve_args(database_url, extra);
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        tokio::task::block_in_place(|| Gate::from(ServeProcess::start(&args, None)))
+    }
+
+    /// Like [`Gate::start`], on a chosen HTTP address.
+    fn start_on(database_url: &str, http: SocketAddr, extra: &[&str]) -> Gate {
+        let args = serve_args(database_url, extra);
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        tokio::task::block_in_place(|| Gate::from(ServeProcess::start_with_http(&args, http)))
+    }
+
+    fn from(process: ServeProcess) -> Gate {
+        let http = format!("http://{}", process.http_addr());
+        let agi = process.addr;
+        Gate { process, http, agi }
+    }
+
+    fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.http)
+    }
+
+    fn log(&self) -> String {
+        self.process.log_text()
+    }
+}
+
+struct Reply {
+    status: StatusCode,
+    headers: HeaderMap,
+    body: Bytes,
+}
+
+impl Reply {
+    fn json(&self) -> Value {
+        serde_json::from_slice(&self.body)
+            .unwrap_or_else(|e| panic!("not JSON ({e}): {:?}", self.body))
+    }
+
+    fn header(&self, name: &str) -> Option<&str> {
+        self.headers.get(name).map(|v| v.to_str().unwrap())
+    }
+
+    /// The value a `Set-Cookie` gives the named cookie, and the whole header.
+    fn cookie(&self, name: &str) -> Option<(String, String)> {
+        self.headers
+            .get_all(header::SET_COOKIE)
+            .iter()
+            .map(|v| v.to_str().unwrap().to_string())
+            .find_map(|c| {
+                let (k, v) = c.split(';').next()?.split_once('=')?;
+                (k == name).then(|| (v.to_string(), c.clone()))
+            })
+    }
+}
+
+async fn send(
+    method: Method,
+    url: &str,
+    headers: &[(&str, &str)],
+    body: &str,
+    within: Duration,
+) -> Response<Incoming> {
+    let mut req = Request::builder().method(method).uri(url);
+    for (k, v) in headers {
+        req = req.header(*k, *v);
+    }
+    let req = req.body(Full::new(Bytes::from(body.to_string()))).unwrap();
+    let client = Client::builder(TokioExecutor::new()).build_http();
+    tokio::time::timeout(within, client.request(req))
+        .await
+        .unwrap_or_else(|_| panic!("{url} did not answer within {within:?}"))
+        .unwrap_or_else(|e| panic!("{url}: {e}"))
+}
+
+/// A request with a generous time limit (a store outage may take the pool's 5 s).
+async fn http(method: Method, url: &str, headers: &[(&str, &str)], body: &str) -> Reply {
+    let response = send(method, url, headers, body, Duration::from_secs(20)).await;
+    let (parts, body) = response.into_parts();
+    Reply {
+        status: parts.status,
+        headers: parts.headers,
+        body: body.collect().await.unwrap().to_bytes(),
+    }
+}
+
+async fn login_reply(gate: &Gate) -> Reply {
+    http(
+        Method::POST,
+        &gate.url("/v1/login"),
+        &[("content-type", "application/json")],
+        &json!({ "username": USER, "password": PASSWORD }).to_string(),
+    )
+    .await
+}
+
+/// A login started over HTTP: what the page got back.
+struct Login {
+    id: String,
+    secret: String,
+    dial_number: String,
+    code: Option<String>,
+}
+
+impl Login {
+    fn auth(&self) -> String {
+        format!("Bearer {}", self.secret)
+    }
+}
+
+async fn login(gate: &Gate) -> Login {
+    let reply = login_reply(gate).await;
+    assert_eq!(reply.status, StatusCode::OK, "login: {:?}", reply.body);
+    let body = reply.json();
+    let login = Login {
+        id: body["challenge_id"].as_str().unwrap().to_string(),
+        secret: body["secret"].as_str().unwrap().to_string(),
+        dial_number: body["dial_number"].as_str().unwrap().to_string(),
+        code: body["code"].as_str().map(str::to_string),
+    };
+    assert!(
+        POOL.contains(&login.dial_number.as_str()),
+        "dial number {} is from the pool",
+        login.dial_number
+    );
+    login
+}
+
+/// GET /v1/login/{id} with the secret: (HTTP status, body).
+async fn status(gate: &Gate, login: &Login) -> (StatusCode, Value) {
+    let reply = http(
+        Method::GET,
+        &gate.url(&format!("/v1/login/{}", login.id)),
+        &[("authorization", &login.auth())],
+        "",
+    )
+    .await;
+    let body = if reply.status == StatusCode::OK {
+        reply.json()
+    } else {
+        Value::Null
+    };
+    (reply.status, body)
+}
+
+async fn state(gate: &Gate, login: &Login) -> Value {
+    let (code, body) = status(gate, login).await;
+    assert_eq!(code, StatusCode::OK, "status of {}", login.id);
+    body
+}
+
+/// POST /v1/login/{id}/session with these headers.
+async fn exchange_with(gate: &Gate, login: &Login, headers: &[(&str, &str)]) -> Reply {
+    http(
+        Method::POST,
+        &gate.url(&format!("/v1/login/{}/session", login.id)),
+        headers,
+        "",
+    )
+    .await
+}
+
+async fn exchange(gate: &Gate, login: &Login) -> Reply {
+    exchange_with(gate, login, &[("authorization", &login.auth())]).await
+}
+
+/// GET /v1/auth with a session cookie (or none).
+async fn forward_auth(gate: &Gate, session: Option<&str>) -> Reply {
+    let cookie = session.map(|s| format!("dialgate_session={s}"));
+    let headers: Vec<(&str, &str)> = cookie.iter().map(|c| ("cookie", c.as_str())).collect();
+    http(Method::GET, &gate.url("/v1/auth"), &headers, "").await
+}
+
+/// Exchanges a verified login and checks the session works for forward-auth.
+async fn open_session(gate: &Gate, login: &Login) -> String {
+    let reply = exchange(gate, login).await;
+    assert_eq!(reply.status, StatusCode::OK, "exchange: {:?}", reply.body);
+    assert_eq!(reply.json()["username"], USER);
+    let (token, set_cookie) = reply
+        .cookie("dialgate_session")
+        .expect("the exchange sets dialgate_session");
+    assert!(token.len() >= 43, "{set_cookie}");
+    for attr in ["HttpOnly", "Path=/", "SameSite=Lax"] {
+        assert!(set_cookie.contains(attr), "{attr} missing: {set_cookie}");
+    }
+    assert!(
+        !set_cookie.contains("Secure"),
+        "--insecure-cookies: {set_cookie}"
+    );
+    let auth = forward_auth(gate, Some(&token)).await;
+    assert_eq!(auth.status, StatusCode::OK);
+    assert_eq!(auth.header("x-dialgate-user"), Some(USER));
+    token
+}
+
+/// An open SSE response and the text read from it so far.
+struct Sse {
+    body: Incoming,
+    text: String,
+}
+
+impl Sse {
+    async fn open(gate: &Gate, login: &Login) -> Sse {
+        let response = send(
+            Method::GET,
+            &gate.url(&format!("/v1/login/{}/events", login.id)),
+            &[("authorization", &login.auth())],
+            "",
+            Duration::from_secs(10),
+        )
+        .await;
+        assert_eq!(response.status(), StatusCode::OK);
+        assert_eq!(
+            response.headers()[header::CONTENT_TYPE],
+            "text/event-stream"
+        );
+        Sse {
+            body: response.into_body(),
+            text: String::new(),
+        }
+    }
+
+    /// The next event (name, data as JSON), waiting at most `within`.
+    async fn next(&mut self, within: Duration) -> (String, Value) {
+        let deadline = tokio::time::Instant::now() + within;
+        loop {
+            // Keep-alive comments (`:`) are skipped.
+            while let Some(end) = self.text.find("\n\n") {
+                let block: String = self.text[..end].to_string();
+                self.text = self.text[end + 2..].to_string();
+                let name = block.lines().find_map(|l| l.strip_prefix("event: "));
+                let data: String = block
+                    .lines()
+                    .filter_map(|l| l.strip_prefix("data: "))
+                    .collect();
+                if let Some(name) = name {
+                    return (name.to_string(), serde_json::from_str(&data).unwrap());
+                }
+            }
+            let frame = tokio::time::timeout_at(deadline, self.body.frame())
+                .await
+                .unwrap_or_else(|_| panic!("no SSE event within {within:?}: {:?}", self.text));
+            match frame {
+                Some(Ok(frame)) => {
+                    if let Some(data) = frame.data_ref() {
+                        self.text.push_str(std::str::from_utf8(data).unwrap());
+                    }
+                }
+                other => panic!("the SSE stream ended: {other:?} {:?}", self.text),
+            }
+        }
+    }
+}
+
+/// The call Asterisk makes on the trusted trunk: caller, dialled number as `${EXTEN}`.
+fn call_from(caller: Option<&str>, dialled: &str) -> CallSpec {
+    CallSpec {
+        script: "verify".into(),
+        channel: CHANNEL.into(),
+        caller: caller.map(str::to_string),
+        args: vec![dialled.to_string()],
+        ..CallSpec::default()
+    }
+}
+
+async fn dial(agi: SocketAddr, spec: &CallSpec) -> CallOutcome {
+    place_call(agi, spec, Duration::from_secs(30))
+        .await
+        .unwrap_or_else(|e| panic!("the call to {agi} failed: {e}"))
+}
+
+/// Places the call and returns DIALGATE_RESULT (which must be set).
+async fn verdict(gate: &Gate, spec: &CallSpec) -> String {
+    let outcome = dial(gate.agi, spec).await;
+    outcome.result.unwrap_or_else(|| {
+        panic!(
+            "no DIALGATE_RESULT for {spec:?}: {:?}\nlog:\n{}",
+            outcome.exchanges,
+            gate.log()
+        )
+    })
+}
+
+/// A database already holding alice, and `serve` on it.
+fn setup(db: &TestDb, extra: &[&str]) -> Gate {
+    enroll(db);
+    Gate::start(&db.url(), extra)
+}
+
+fn other_pool_number(number: &str) -> &'static str {
+    if number == POOL[0] {
+        POOL[1]
+    } else {
+        POOL[0]
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// 1. The happy path
+// ---------------------------------------------------------------------------------------
+
+async fn scenario_success(db: &TestDb) {
+    let gate = setup(db, &[]);
+    let started = Instant::now();
+    let login = login(&gate).await;
+    let mut sse = Sse::open(&gate, &login).await;
+    let (event, data) = sse.next(Duration::from_secs(5)).await;
+    assert_eq!(
+        (event.as_str(), &data["state"]),
+        ("pending", &json!("pending"))
+    );
+
+    let outcome = dial(gate.agi, &call_from(Some(PHONE), &login.dial_number)).await;
+    assert_eq!(outcome.result.as_deref(), Some("verified"), "{outcome:?}");
+    assert!(!outcome.answered, "missed-call mode never answers");
+    let call_ended = Instant::now();
+    let (event, data) = sse.next(Duration::from_secs(5)).await;
+    assert_eq!(event, "verified", "{data}");
+    assert_eq!(data["state"], "verified");
+    let waited = call_ended.elapsed();
+    assert!(
+        waited < Duration::from_secs(1),
+        "same node: SSE woken at once, took {waited:?}"
+    );
+    assert_eq!(state(&gate, &login).await["state"], "verified");
+
+    open_session(&gate, &login).await;
+    assert_eq!(state(&gate, &login).await["state"], "consumed");
+    assert_eq!(db.count("sessions"), 1);
+    eprintln!(
+        "success ({:?}): login to session in {:?} (call {:?})",
+        db.backend(),
+        started.elapsed(),
+        outcome.duration
+    );
+}
+
+// ---------------------------------------------------------------------------------------
+// 2. The wrong phone, or the right phone on the wrong number
+// ---------------------------------------------------------------------------------------
+
+async fn scenario_wrong_caller_or_number(db: &TestDb) {
+    let gate = setup(db, &[]);
+    let login = login(&gate).await;
+
+    let wrong_caller = call_from(Some(OTHER_PHONE), &login.dial_number);
+    assert_eq!(verdict(&gate, &wrong_caller).await, "no_pending");
+    assert_eq!(state(&gate, &login).await["state"], "pending");
+    let reply = exchange(&gate, &login).await;
+    assert_eq!(reply.status, StatusCode::CONFLICT, "{:?}", reply.body);
+    assert_eq!(reply.json()["error"], "not_verified");
+    assert!(reply.cookie("dialgate_session").is_none());
+
+    let wrong_number = call_from(Some(PHONE), other_pool_number(&login.dial_number));
+    assert_eq!(verdict(&gate, &wrong_number).await, "no_pending");
+    assert_eq!(state(&gate, &login).await["state"], "pending");
+    assert_eq!(exchange(&gate, &login).await.status, StatusCode::CONFLICT);
+
+    // Neither refused call used the login up: the right call still opens it.
+    let right = call_from(Some(PHONE), &login.dial_number);
+    assert_eq!(verdict(&gate, &right).await, "verified");
+    open_session(&gate, &login).await;
+}
+
+// ---------------------------------------------------------------------------------------
+// 3. Withheld numbers
+// ---------------------------------------------------------------------------------------
+
+async fn scenario_withheld(db: &TestDb) {
+    let gate = setup(db, &[]);
+    let login = login(&gate).await;
+
+    let restricted = CallSpec {
+        calling_pres: 32,
+        ..call_from(Some(PHONE), &login.dial_number)
+    };
+    assert_eq!(verdict(&gate, &restricted).await, "withheld");
+    for caller in [Some("anonymous"), None] {
+        let spec = call_from(caller, &login.dial_number);
+        assert_eq!(verdict(&gate, &spec).await, "withheld", "caller {caller:?}");
+    }
+    assert_eq!(state(&gate, &login).await["state"], "pending");
+    assert_eq!(exchange(&gate, &login).await.status, StatusCode::CONFLICT);
+}
+
+// ---------------------------------------------------------------------------------------
+// 4. Caller ID from a channel that is not the trusted trunk
+// ---------------------------------------------------------------------------------------
+
+async fn scenario_untrusted_trunk(db: &TestDb) {
+    let gate = setup(db, &[]);
+    let login = login(&gate).await;
+
+    // carrier2 shares carrier's prefix: matching must be exact, not by prefix.
+    for channel in [
+        "SIP/carrier2-00000001",
+        "PJSIP/carrier2-00000001",
+        "SIP/carrier-0000001a",
+    ] {
+        let spec = CallSpec {
+            channel: channel.into(),
+            ..call_from(Some(PHONE), &login.dial_number)
+        };
+        assert_eq!(verdict(&gate, &spec).await, "untrusted", "{channel}");
+    }
+    assert_eq!(state(&gate, &login).await["state"], "pending");
+    assert_eq!(exchange(&gate, &login).await.status, StatusCode::CONFLICT);
+}
+
+// ---------------------------------------------------------------------------------------
+// 5. The login expired before the call
+// ---------------------------------------------------------------------------------------
+
+async fn scenario_expired(db: &TestDb) {
+    let gate = setup(db, &[]);
+    let login = login(&gate).await;
+    assert_eq!(state(&gate, &login).await["state"], "pending");
+
+    let past = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as i64
+        - 1_000;
+    let changed = db.execute(&format!(
+        "UPDATE login_challenges SET expires_at = {past} WHERE id = '{}'",
+        login.id
+    ));
+    assert_eq!(changed, 1);
+
+    let spec = call_from(Some(PHONE), &login.dial_number);
+    assert_eq!(verdict(&gate, &spec).await, "no_pending");
+    assert_eq!(state(&gate, &login).await["state"], "expired");
+    let reply = exchange(&gate, &login).await;
+    assert_eq!(reply.status, StatusCode::GONE, "{:?}", reply.body);
+    assert!(reply.cookie("dialgate_session").is_none());
+    assert_eq!(db.count("sessions"), 0);
+}
+
+// ---------------------------------------------------------------------------------------
+// 6. Replays: a second call and a second exchange
+// ---------------------------------------------------------------------------------------
+
+async fn scenario_replay(db: &TestDb) {
+    let gate = setup(db, &[]);
+    let login = login(&gate).await;
+    let spec = call_from(Some(PHONE), &login.dial_number);
+    assert_eq!(verdict(&gate, &spec).await, "verified");
+    assert_eq!(verdict(&gate, &spec).await, "no_pending");
+    open_session(&gate, &login).await;
+
+    assert_eq!(verdict(&gate, &spec).await, "no_pending");
+    let again = exchange(&gate, &login).await;
+    assert_eq!(again.status, StatusCode::GONE, "{:?}", again.body);
+    assert_eq!(again.json()["error"], "gone");
+    assert!(again.cookie("dialgate_session").is_none());
+    assert_eq!(db.count("sessions"), 1);
+}
+
+// ---------------------------------------------------------------------------------------
+// 7. The exchange needs the secret; forward-auth needs the session
+// ---------------------------------------------------------------------------------------
+
+async fn scenario_exchange_needs_secret(db: &TestDb) {
+    let gate = setup(db, &[]);
+    let login = login(&gate).await;
+    let spec = call_from(Some(PHONE), &login.dial_number);
+    assert_eq!(verdict(&gate, &spec).await, "verified");
+
+    let wrong = format!("Bearer {}x", login.secret);
+    let attempts: [&[(&str, &str)]; 4] = [
+        &[],
+        &[("authorization", &wrong)],
+        &[("authorization", "Bearer ")],
+        &[("cookie", "dialgate_challenge=not-the-secret")],
+    ];
+    for headers in attempts {
+        let reply = exchange_with(&gate, &login, headers).await;
+        assert_eq!(reply.status, StatusCode::NOT_FOUND, "{headers:?}");
+        assert!(reply.cookie("dialgate_session").is_none());
+    }
+    assert_eq!(state(&gate, &login).await["state"], "verified");
+
+    let auth = forward_auth(&gate, None).await;
+    assert_eq!(auth.status, StatusCode::UNAUTHORIZED);
+    assert!(auth.header("x-dialgate-user").is_none());
+    let bogus = forward_auth(&gate, Some("bm90IGEgc2Vzc2lvbg")).await;
+    assert_eq!(bogus.status, StatusCode::UNAUTHORIZED);
+
+    // The refused exchanges used nothing up; the secret's holder still gets the session.
+    open_session(&gate, &login).await;
+}
+
+// ---------------------------------------------------------------------------------------
+// 8. Answer mode with a keypad code
+// ---------------------------------------------------------------------------------------
+
+async fn scenario_code_mode(db: &TestDb) {
+    let gate = setup(db, &["--mode", "answer", "--code-digits", "4"]);
+
+    let first = login(&gate).await;
+    let code = first.code.clone().expect("login returns the code");
+    assert!(code.len() == 4 && code.bytes().all(|b| b.is_ascii_digit()));
+    let spec = CallSpec {
+        digits: Some(code.clone()),
+        ..call_from(Some(PHONE), &first.dial_number)
+    };
+    let outcome = dial(gate.agi, &spec).await;
+    assert_eq!(outcome.result.as_deref(), Some("verified"), "{outcome:?}");
+    assert!(outcome.answered, "answer mode answers");
+    assert!(
+        outcome
+            .exchanges
+            .iter()
+            .any(|e| e.command.starts_with("GET DATA")),
+        "the code was asked for: {:?}",
+        outcome.exchanges
+    );
+    open_session(&gate, &first).await;
+
+    let second = login(&gate).await;
+    let code = second.code.clone().expect("login returns the code");
+    let wrong: String = code
+        .bytes()
+        .map(|b| char::from(b'0' + (b - b'0' + 1) % 10))
+        .collect();
+    let mut sse = Sse::open(&gate, &second).await;
+    assert_eq!(sse.next(Duration::from_secs(5)).await.0, "pending");
+    let spec = CallSpec {
+        digits: Some(wrong),
+        ..call_from(Some(PHONE), &second.dial_number)
+    };
+    let outcome = dial(gate.agi, &spec).await;
+    assert_eq!(outcome.result.as_deref(), Some("wrong_code"), "{outcome:?}");
+    assert!(outcome.answered);
+    let (event, data) = sse.next(Duration::from_secs(3)).await;
+    assert_eq!(event, "failed");
+    assert_eq!(data["reason"], "wrong_code");
+    let body = state(&gate, &second).await;
+    assert_eq!(body["state"], "failed");
+    assert_eq!(body["reason"], "wrong_code");
+    assert_eq!(exchange(&gate, &second).await.status, StatusCode::GONE);
+
+    // The failed login stays failed: the right code afterwards finds nothing.
+    let spec = CallSpec {
+        digits: Some(code),
+        ..call_from(Some(PHONE), &second.dial_number)
+    };
+    assert_eq!(verdict(&gate, &spec).await, "no_pending");
+}
+
+// ---------------------------------------------------------------------------------------
+// 9. A caller number that is no phone number
+// ---------------------------------------------------------------------------------------
+
+async fn scenario_invalid_number(db: &TestDb) {
+    let gate = setup(db, &[]);
+    let login = login(&gate).await;
+    let spec = call_from(Some("12345"), &login.dial_number);
+    assert_eq!(verdict(&gate, &spec).await, "invalid_number");
+    assert_eq!(state(&gate, &login).await["state"], "pending");
+}
+
+// ---------------------------------------------------------------------------------------
+// 10. MariaDB goes away mid-flow (through a TCP forwarder the test can cut)
+// ---------------------------------------------------------------------------------------
+
+/// A TCP forwarder to the database. `cut` closes every live connection and refuses new
+/// ones (accepted, then closed at once); `restore` forwards again.
+struct DbProxy {
+    addr: SocketAddr,
+    cut: Arc<watch::Sender<bool>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl DbProxy {
+    async fn start(upstream: SocketAddr) -> DbProxy {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let cut = Arc::new(watch::channel(false).0);
+        let state = cut.clone();
+        let task = tokio::spawn(async move {
+            loop {
+                let Ok((mut inbound, _)) = listener.accept().await else {
+                    continue;
+                };
+                if *state.borrow() {
+                    drop(inbound);
+                    continue;
+                }
+                let mut down = state.subscribe();
+                tokio::spawn(async move {
+                    let Ok(mut outbound) = tokio::net::TcpStream::connect(upstream).await else {
+                        return;
+                    };
+                    tokio::select! {
+                        _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound) => {}
+                        _ = down.wait_for(|cut| *cut) => {}
+                    }
+                });
+            }
+        });
+        DbProxy { addr, cut, task }
+    }
+
+    fn cut(&self) {
+        self.cut.send_replace(true);
+    }
+
+    fn restore(&self) {
+        self.cut.send_replace(false);
+    }
+}
+
+impl Drop for DbProxy {
+    fn drop(&mut self) {
+        self.cut();
+        self.task.abort();
+    }
+}
+
+/// `mysql://user@host:port/name` -> (`host:port`, the URL with `host:port` replaced).
+fn mysql_via(url: &str, proxy: SocketAddr) -> (SocketAddr, String) {
+    let rest = url.strip_prefix("mysql://").expect("a mysql:// URL");
+    let (authority, name) = rest.split_once('/').expect("a database name");
+    let (user, host) = match authority.rsplit_once('@') {
+        Some((user, host)) => (format!("{user}@"), host),
+        None => (String::new(), authority),
+    };
+    let host = if host.contains(':') {
+        host.to_string()
+    } else {
+        format!("{host}:3306")
+    };
+    let upstream = std::net::ToSocketAddrs::to_socket_addrs(&host)
+        .unwrap()
+        .next()
+        .unwrap();
+    (upstream, format!("mysql://{user}{proxy}/{name}"))
+}
+
+async fn scenario_database_stops(db: &TestDb) {
+    assert_eq!(db.backend(), Backend::Mysql);
+    enroll(db);
+    let (upstream, _) = mysql_via(&db.url(), "127.0.0.1:1".parse().unwrap());
+    let proxy = DbProxy::start(upstream).await;
+    let (_, via_proxy) = mysql_via(&db.url(), proxy.addr);
+    let gate = Gate::start(&via_proxy, &[]);
+
+    let health = http(Method::GET, &gate.url("/healthz"), &[], "").await;
+    assert_eq!(health.status, StatusCode::OK);
+    let login = login(&gate).await;
+    let spec = call_from(Some(PHONE), &login.dial_number);
+
+    proxy.cut();
+    let started = Instant::now();
+    let mut result_after = None;
+    let outcome = place_call_observed(gate.agi, &spec, Duration::from_secs(30), |dir, line| {
+        if dir == Direction::FromServer && line.contains("DIALGATE_RESULT") {
+            result_after.get_or_insert(started.elapsed());
+        }
+    })
+    .await
+    .expect("the call completes");
+    let call_took = started.elapsed();
+    let result_after = result_after.expect("DIALGATE_RESULT was set");
+    assert_eq!(
+        outcome.result.as_deref(),
+        Some("error"),
+        "fail closed: {outcome:?}\nlog:\n{}",
+        gate.log()
+    );
+    assert!(
+        result_after < Duration::from_secs(15) && call_took < Duration::from_secs(15),
+        "the call with the database down hung: result after {result_after:?}, \
+         ended after {call_took:?}"
+    );
+    let started = Instant::now();
+    let health = http(Method::GET, &gate.url("/healthz"), &[], "").await;
+    let health_took = started.elapsed();
+    assert_eq!(health.status, StatusCode::SERVICE_UNAVAILABLE);
+    let started = Instant::now();
+    let refused = login_reply(&gate).await;
+    let login_took = started.elapsed();
+    assert_eq!(
+        refused.status,
+        StatusCode::SERVICE_UNAVAILABLE,
+        "{:?}",
+        refused.body
+    );
+    assert!(refused.cookie("dialgate_challenge").is_none());
+    assert!(health_took < Duration::from_secs(15) && login_took < Duration::from_secs(15));
+    eprintln!(
+        "database down: DIALGATE_RESULT=error after {result_after:?}, call ended after \
+         {call_took:?}, /healthz 503 in {health_took:?}, login 503 in {login_took:?}"
+    );
+
+    proxy.restore();
+    let started = Instant::now();
+    let outcome = dial(gate.agi, &spec).await;
+    assert_eq!(
+        outcome.result.as_deref(),
+        Some("verified"),
+        "after the database came back: {outcome:?}\nlog:\n{}",
+        gate.log()
+    );
+    let recovered = started.elapsed();
+    let health = http(Method::GET, &gate.url("/healthz"), &[], "").await;
+    assert_eq!(health.status, StatusCode::OK);
+    open_session(&gate, &login).await;
+    eprintln!("database back: verified in {recovered:?}");
+}
+
+// ---------------------------------------------------------------------------------------
+// 11. Two nodes on one database: the call reaches B, the browser waits on A
+// ---------------------------------------------------------------------------------------
+
+async fn scenario_two_nodes(db: &TestDb) {
+    assert_eq!(db.backend(), Backend::Mysql);
+    enroll(db);
+    let url = db.url();
+    let node = |http: SocketAddr, key: &str| {
+        let node_url = format!("http://{http}");
+        Gate::start_on(&url, http, &["--node-url", &node_url, "--signal-key", key])
+    };
+    let a = node(free_port(), SIGNAL_KEY);
+    let b = node(free_port(), SIGNAL_KEY);
+    let wrong_key = "not the key the other nodes share!!";
+    let b_wrong = node(free_port(), wrong_key);
+
+    // The signal: B tells A at once.
+    let first = login(&a).await;
+    let mut sse = Sse::open(&a, &first).await;
+    assert_eq!(sse.next(Duration::from_secs(5)).await.0, "pending");
+    let call_started = Instant::now();
+    let outcome = dial(b.agi, &call_from(Some(PHONE), &first.dial_number)).await;
+    assert_eq!(outcome.result.as_deref(), Some("verified"), "{outcome:?}");
+    let call_ended = Instant::now();
+    let (event, _) = sse.next(Duration::from_secs(5)).await;
+    let signalled = call_ended.elapsed();
+    let from_call_start = call_started.elapsed();
+    assert_eq!(event, "verified");
+    assert!(
+        signalled < Duration::from_secs(1),
+        "A's browser heard of B's call after {signalled:?}\nA:\n{}\nB:\n{}",
+        a.log(),
+        b.log()
+    );
+    open_session(&a, &first).await;
+
+    // A signal A refuses (keys differ): A's stream still finds out from the store.
+    let second = login(&a).await;
+    let mut sse = Sse::open(&a, &second).await;
+    assert_eq!(sse.next(Duration::from_secs(5)).await.0, "pending");
+    let outcome = dial(b_wrong.agi, &call_from(Some(PHONE), &second.dial_number)).await;
+    assert_eq!(outcome.result.as_deref(), Some("verified"), "{outcome:?}");
+    let call_ended = Instant::now();
+    let (event, _) = sse.next(Duration::from_secs(5)).await;
+    let polled = call_ended.elapsed();
+    assert_eq!(event, "verified");
+    assert!(
+        polled < Duration::from_secs(3),
+        "A's poll found the verification after {polled:?}"
+    );
+    tokio::task::block_in_place(|| b_wrong.process.wait_for_log("keys differ"));
+    open_session(&b, &second).await;
+    eprintln!(
+        "two nodes: signalled {signalled:?} after the call ended ({from_call_start:?} after \
+         it began), by the store poll {polled:?} after the call ended"
+    );
+}
