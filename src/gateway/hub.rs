@@ -38,11 +38,16 @@ type HmacSha256 = Hmac<Sha256>;
 
 /// Hex HMAC-SHA256(key, timestamp + "." + body).
 pub fn sign(key: &[u8], timestamp: i64, body: &[u8]) -> String {
+    hex::encode(signal_mac(key, timestamp, body).finalize().into_bytes())
+}
+
+/// HMAC-SHA256 over `timestamp "." body`.
+fn signal_mac(key: &[u8], timestamp: i64, body: &[u8]) -> HmacSha256 {
     let mut mac = HmacSha256::new_from_slice(key).expect("HMAC takes keys of any length");
     mac.update(timestamp.to_string().as_bytes());
     mac.update(b".");
     mac.update(body);
-    hex::encode(mac.finalize().into_bytes())
+    mac
 }
 
 /// Checks a signature (constant time) and that `timestamp` is within [`SIGNAL_WINDOW`]
@@ -60,11 +65,9 @@ pub fn verify_signature(
     let Ok(signature) = hex::decode(signature_hex.trim()) else {
         return false;
     };
-    let mut mac = HmacSha256::new_from_slice(key).expect("HMAC takes keys of any length");
-    mac.update(timestamp.to_string().as_bytes());
-    mac.update(b".");
-    mac.update(body);
-    mac.verify_slice(&signature).is_ok()
+    signal_mac(key, timestamp, body)
+        .verify_slice(&signature)
+        .is_ok()
 }
 
 pub(crate) fn unix_now() -> i64 {
