@@ -6,4 +6,6 @@ pub mod audit;
 pub mod documents;
 pub mod login;
 pub mod passwords;
+pub mod payments;
 pub mod signal;
+pub mod temp_passwords;

@@ -1,13 +1,16 @@
 //! The command line: one file per subcommand.
 
 pub mod accounts;
+pub mod balance;
 pub mod demo;
 pub mod enroll;
 pub mod import;
 pub mod migrate;
+pub mod pay;
 pub mod replay;
 pub mod serve;
 pub mod simulate_call;
+pub mod temp_password;
 
 use std::path::PathBuf;
 
@@ -86,6 +89,12 @@ pub enum Command {
     Migrate,
     /// Play Asterisk: place a simulated call to a FastAGI script and print the dialog.
     SimulateCall(simulate_call::SimulateCallArgs),
+    /// Issue and manage temporary passwords for paying from an account.
+    TempPassword(temp_password::TempPasswordArgs),
+    /// Top up a stored-value account or show its balance.
+    Balance(balance::BalanceArgs),
+    /// Pay from an account with a temporary (or the long-term) password.
+    Pay(pay::PayArgs),
 }
 
 /// How a command failed, for the process exit code.
@@ -171,6 +180,9 @@ pub async fn run(cli: Cli) -> Result<(), Failure> {
         Command::Accounts(args) => blocking(move || accounts::run(&global, args)).await,
         Command::Import(args) => blocking(move || import::run(&global, args)).await,
         Command::Migrate => blocking(move || migrate::run(&global)).await,
+        Command::TempPassword(args) => blocking(move || temp_password::run(&global, args)).await,
+        Command::Balance(args) => blocking(move || balance::run(&global, args)).await,
+        Command::Pay(args) => blocking(move || pay::run(&global, args)).await,
     }
 }
 

@@ -1,0 +1,878 @@
+//! Stored-value accounts: top-ups, the balance, and payments with a temporary (or the
+//! long-term) password.
+//!
+//! Money is integer minor units (1250 = 12.50) in the account's currency. Every balance
+//! change is one ledger row written in the same transaction, so the balance always
+//! equals the sum of the ledger.
+//!
+//! A payment checks AND consumes every condition in one transaction, with conditional
+//! UPDATEs checked by affected rows (no `SELECT ... FOR UPDATE`, so it works alike on
+//! MySQL/MariaDB and SQLite):
+//!
+//! 1. the payment row is inserted first (status `pending`); with an idempotency key the
+//!    UNIQUE (account_id, idempotency_key) constraint makes concurrent retries wait for
+//!    the first and then find its answer;
+//! 2. in a savepoint: `temp_passwords` uses+1 and spent+amount only if it is active, in
+//!    its window, has uses and limit left and the amount is within the per-payment limit;
+//!    then `accounts` balance-amount only if the balance covers it; then the ledger row;
+//! 3. if an UPDATE touched no row, the savepoint is rolled back (nothing is consumed),
+//!    the reason is read from the row, and the payment row is kept as `declined`;
+//! 4. the answer is stored as JSON in the payment row, so a retry returns it verbatim.
+//!
+//! Wrong passwords count toward the account's lockout (`accounts.failed_logins`, shared
+//! with the dial-in login; at `login::MAX_CONSECUTIVE_FAILURES` every payment and login
+//! is refused until an operator sets a new password). Per-client limits belong to the
+//! HTTP layer.
+
+use diesel::{
+    prelude::*,
+    result::{DatabaseErrorKind, Error as DieselError},
+    sql_types::BigInt,
+};
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+use subtle::ConstantTimeEq;
+
+use super::{
+    accounts::{normalize_username, AccountError},
+    audit,
+    login::MAX_CONSECUTIVE_FAILURES,
+    passwords,
+    temp_passwords::{self, count_failure, dummy_hash, find_account, TempPasswordRow},
+};
+use crate::store::{
+    models::Account,
+    schema::{accounts, ledger_entries, payments, temp_passwords as tp},
+    DbConnection, Store, StoreError,
+};
+
+/// The largest amount one top-up or payment may move (10^12 minor units), far from
+/// overflowing a balance.
+pub const MAX_AMOUNT: i64 = 1_000_000_000_000;
+pub const MAX_IDEMPOTENCY_KEY_CHARS: usize = 128;
+pub const MAX_NOTE_CHARS: usize = 255;
+/// Deadlocks (MySQL) are retried this many times before giving up.
+const MAX_ATTEMPTS: usize = 10;
+
+#[derive(Debug, thiserror::Error)]
+pub enum PaymentError {
+    #[error("invalid amount: {0}")]
+    InvalidAmount(String),
+    #[error("invalid request: {0}")]
+    InvalidRequest(String),
+    #[error("the account's currency is {expected}, not {given}")]
+    CurrencyMismatch { expected: String, given: String },
+    #[error(transparent)]
+    Account(#[from] AccountError),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+impl PaymentError {
+    pub fn is_user_error(&self) -> bool {
+        match self {
+            PaymentError::Store(_) => false,
+            PaymentError::Account(e) => e.is_user_error(),
+            _ => true,
+        }
+    }
+}
+
+impl From<DieselError> for PaymentError {
+    fn from(e: DieselError) -> Self {
+        PaymentError::Store(StoreError::Query(e))
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum PayError {
+    /// The idempotency key was used before for another amount, currency or account
+    /// (HTTP 422).
+    #[error("this idempotency key was already used for a different payment; use a new key")]
+    IdempotencyMismatch,
+    /// Amount, currency or key malformed (HTTP 400).
+    #[error(transparent)]
+    Invalid(PaymentError),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+impl PayError {
+    pub fn is_user_error(&self) -> bool {
+        !matches!(self, PayError::Store(_))
+    }
+}
+
+impl From<DieselError> for PayError {
+    fn from(e: DieselError) -> Self {
+        PayError::Store(StoreError::Query(e))
+    }
+}
+
+/// Why a payment was declined (HTTP 402).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DeclineReason {
+    InvalidCredentials,
+    NotYetValid,
+    Expired,
+    UsesExhausted,
+    LimitExceeded,
+    PerPaymentLimitExceeded,
+    InsufficientBalance,
+    Paused,
+    Revoked,
+}
+
+impl DeclineReason {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DeclineReason::InvalidCredentials => "invalid_credentials",
+            DeclineReason::NotYetValid => "not_yet_valid",
+            DeclineReason::Expired => "expired",
+            DeclineReason::UsesExhausted => "uses_exhausted",
+            DeclineReason::LimitExceeded => "limit_exceeded",
+            DeclineReason::PerPaymentLimitExceeded => "per_payment_limit_exceeded",
+            DeclineReason::InsufficientBalance => "insufficient_balance",
+            DeclineReason::Paused => "paused",
+            DeclineReason::Revoked => "revoked",
+        }
+    }
+
+    pub const ALL: [DeclineReason; 9] = [
+        DeclineReason::InvalidCredentials,
+        DeclineReason::NotYetValid,
+        DeclineReason::Expired,
+        DeclineReason::UsesExhausted,
+        DeclineReason::LimitExceeded,
+        DeclineReason::PerPaymentLimitExceeded,
+        DeclineReason::InsufficientBalance,
+        DeclineReason::Paused,
+        DeclineReason::Revoked,
+    ];
+}
+
+impl std::fmt::Display for DeclineReason {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// The answer to a payment, as stored for retries and sent to the client.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "status", rename_all = "snake_case")]
+pub enum PayOutcome {
+    Approved {
+        payment_id: i64,
+        amount: i64,
+        currency: String,
+        /// Uses the temporary password has left (`None`: unlimited, or the long-term
+        /// password paid).
+        remaining_uses: Option<i64>,
+        /// Spending limit the temporary password has left.
+        remaining_limit: Option<i64>,
+        /// The balance after this payment. Only for the long-term password's holder: the
+        /// holder of a temporary password does not see the owner's balance.
+        #[serde(skip_serializing_if = "Option::is_none", default)]
+        balance: Option<i64>,
+    },
+    Declined {
+        reason: DeclineReason,
+        /// The declined payment's row (none when the credentials were wrong).
+        #[serde(skip_serializing_if = "Option::is_none", default)]
+        payment_id: Option<i64>,
+    },
+}
+
+impl PayOutcome {
+    pub fn is_approved(&self) -> bool {
+        matches!(self, PayOutcome::Approved { .. })
+    }
+
+    pub fn payment_id(&self) -> Option<i64> {
+        match self {
+            PayOutcome::Approved { payment_id, .. } => Some(*payment_id),
+            PayOutcome::Declined { payment_id, .. } => *payment_id,
+        }
+    }
+
+    pub fn decline_reason(&self) -> Option<DeclineReason> {
+        match self {
+            PayOutcome::Declined { reason, .. } => Some(*reason),
+            PayOutcome::Approved { .. } => None,
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct PayRequest<'a> {
+    pub username: &'a str,
+    /// A temporary password, or the long-term one when allowed.
+    pub password: &'a str,
+    /// Minor units, > 0.
+    pub amount: i64,
+    /// Must be the account's when given.
+    pub currency: Option<&'a str>,
+    pub idempotency_key: Option<&'a str>,
+    pub client_ip: Option<&'a str>,
+}
+
+#[derive(Debug, Clone)]
+pub struct PaySettings<'a> {
+    /// Whether the long-term password may pay too (default yes: it is the owner).
+    pub allow_long_term: bool,
+    pub server_key: &'a [u8],
+}
+
+impl<'a> PaySettings<'a> {
+    pub fn new(server_key: &'a [u8]) -> PaySettings<'a> {
+        PaySettings {
+            allow_long_term: true,
+            server_key,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct LedgerEntry {
+    pub id: i64,
+    pub kind: String,
+    pub amount: i64,
+    pub balance_after: i64,
+    pub payment_id: Option<i64>,
+    pub note: Option<String>,
+    pub created_at_ms: i64,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct BalanceSummary {
+    pub username: String,
+    pub balance: i64,
+    pub currency: String,
+    /// The most recent ledger rows, newest first.
+    pub recent: Vec<LedgerEntry>,
+}
+
+/// Parses a decimal amount in major units (`12.50`, `12.5`, `12`) into minor units
+/// (1250). At most two decimals, more than zero, digits only.
+pub fn parse_amount(text: &str) -> Result<i64, PaymentError> {
+    let t = text.trim();
+    let bad = |why: &str| {
+        Err(PaymentError::InvalidAmount(format!(
+            "{t:?} {why}; write it like 12.50"
+        )))
+    };
+    if t.starts_with('-') {
+        return bad("is negative");
+    }
+    let (whole, frac) = t.split_once('.').unwrap_or((t, ""));
+    if whole.is_empty() || !whole.bytes().all(|b| b.is_ascii_digit()) {
+        return bad("is not a number");
+    }
+    if !frac.bytes().all(|b| b.is_ascii_digit()) || (t.contains('.') && frac.is_empty()) {
+        return bad("is not a number");
+    }
+    if frac.len() > 2 {
+        return bad("has more than two decimals");
+    }
+    if whole.len() > 13 {
+        return bad("is too large");
+    }
+    let whole: i64 = whole.parse().expect("digits");
+    let cents: i64 = format!("{frac:0<2}").parse().expect("digits");
+    let amount = whole * 100 + cents;
+    check_amount(amount).or_else(|_| bad("must be more than 0 and at most 10000000000.00"))
+}
+
+/// `1250` -> `12.50`.
+pub fn format_amount(minor: i64) -> String {
+    let sign = if minor < 0 { "-" } else { "" };
+    let m = minor.unsigned_abs();
+    format!("{sign}{}.{:02}", m / 100, m % 100)
+}
+
+pub fn check_amount(amount: i64) -> Result<i64, PaymentError> {
+    if amount <= 0 {
+        return Err(PaymentError::InvalidAmount(format!(
+            "{amount} must be more than 0 (integer minor units: 1250 = 12.50)"
+        )));
+    }
+    if amount > MAX_AMOUNT {
+        return Err(PaymentError::InvalidAmount(format!(
+            "{amount} is more than the maximum {MAX_AMOUNT}"
+        )));
+    }
+    Ok(amount)
+}
+
+fn account_by_name(conn: &mut DbConnection, username: &str) -> Result<Account, PaymentError> {
+    let name = normalize_username(username)?;
+    Ok(find_account(conn, &name)?.ok_or(AccountError::NotFound(name))?)
+}
+
+fn is_retryable(e: &DieselError) -> bool {
+    matches!(
+        e,
+        DieselError::DatabaseError(DatabaseErrorKind::SerializationFailure, _)
+    ) || e.to_string().to_ascii_lowercase().contains("deadlock")
+}
+
+/// The id of the row this connection inserted last.
+fn last_insert_id(conn: &mut DbConnection) -> Result<i64, DieselError> {
+    match conn {
+        DbConnection::Mysql(c) => diesel::select(diesel::dsl::sql::<BigInt>(
+            "CAST(LAST_INSERT_ID() AS SIGNED)",
+        ))
+        .get_result(c),
+        DbConnection::Sqlite(c) => {
+            diesel::select(diesel::dsl::sql::<BigInt>("last_insert_rowid()")).get_result(c)
+        }
+    }
+}
+
+fn current_balance(conn: &mut DbConnection, account_id: i64) -> Result<i64, DieselError> {
+    accounts::table
+        .find(account_id)
+        .select(accounts::balance)
+        .first(conn)
+}
+
+/// Adds `amount` (minor units, > 0) to the balance with its ledger row.
+pub fn top_up(
+    store: &Store,
+    username: &str,
+    amount: i64,
+    note: Option<&str>,
+    now: i64,
+) -> Result<BalanceSummary, PaymentError> {
+    check_amount(amount)?;
+    let note = note.map(str::trim).filter(|n| !n.is_empty());
+    if let Some(note) = note {
+        if note.chars().count() > MAX_NOTE_CHARS || note.chars().any(char::is_control) {
+            return Err(PaymentError::InvalidRequest(
+                "the note must be at most 255 characters without control characters".into(),
+            ));
+        }
+    }
+    let mut conn = store.conn()?;
+    let account = account_by_name(&mut conn, username)?;
+    conn.transaction::<_, DieselError, _>(|conn| {
+        // The write first: SQLite then takes the write lock at once.
+        diesel::update(accounts::table.find(account.id))
+            .set((
+                accounts::balance.eq(accounts::balance + amount),
+                accounts::updated_at.eq(now),
+            ))
+            .execute(conn)?;
+        let balance = current_balance(conn, account.id)?;
+        diesel::insert_into(ledger_entries::table)
+            .values((
+                ledger_entries::account_id.eq(account.id),
+                ledger_entries::kind.eq("top_up"),
+                ledger_entries::amount.eq(amount),
+                ledger_entries::balance_after.eq(balance),
+                ledger_entries::payment_id.eq(None::<i64>),
+                ledger_entries::note.eq(note),
+                ledger_entries::created_at.eq(now),
+            ))
+            .execute(conn)?;
+        audit::record(
+            conn,
+            audit::Event::new("top_up", "ok")
+                .account(account.id, &account.username)
+                .detail(serde_json::json!({ "amount": amount, "balance": balance })),
+        )
+    })?;
+    summary(&mut conn, account)
+}
+
+/// The balance, its currency and the latest ledger rows.
+pub fn balance(store: &Store, username: &str) -> Result<BalanceSummary, PaymentError> {
+    let mut conn = store.conn()?;
+    let account = account_by_name(&mut conn, username)?;
+    summary(&mut conn, account)
+}
+
+/// The sum of the account's ledger (equals the balance, always).
+pub fn ledger_sum(store: &Store, username: &str) -> Result<i64, PaymentError> {
+    let mut conn = store.conn()?;
+    let account = account_by_name(&mut conn, username)?;
+    let amounts: Vec<i64> = ledger_entries::table
+        .filter(ledger_entries::account_id.eq(account.id))
+        .select(ledger_entries::amount)
+        .load(&mut conn)?;
+    Ok(amounts.iter().sum())
+}
+
+fn summary(conn: &mut DbConnection, account: Account) -> Result<BalanceSummary, PaymentError> {
+    let balance = current_balance(conn, account.id)?;
+    type Row = (i64, String, i64, i64, Option<i64>, Option<String>, i64);
+    let rows: Vec<Row> = ledger_entries::table
+        .filter(ledger_entries::account_id.eq(account.id))
+        .order(ledger_entries::id.desc())
+        .limit(20)
+        .select((
+            ledger_entries::id,
+            ledger_entries::kind,
+            ledger_entries::amount,
+            ledger_entries::balance_after,
+            ledger_entries::payment_id,
+            ledger_entries::note,
+            ledger_entries::created_at,
+        ))
+        .load(conn)?;
+    Ok(BalanceSummary {
+        username: account.username,
+        balance,
+        currency: account.currency,
+        recent: rows
+            .into_iter()
+            .map(
+                |(id, kind, amount, balance_after, payment_id, note, created_at)| LedgerEntry {
+                    id,
+                    kind,
+                    amount,
+                    balance_after,
+                    payment_id,
+                    note,
+                    created_at_ms: created_at,
+                },
+            )
+            .collect(),
+    })
+}
+
+/// The credential a payment was made with.
+#[derive(Debug, Clone, Copy)]
+enum Credential {
+    Temp(i64),
+    LongTerm,
+}
+
+/// sha256(account | amount | currency): what a reused idempotency key must match.
+fn fingerprint(account_id: i64, amount: i64, currency: &str) -> String {
+    hex::encode(Sha256::digest(
+        format!("{account_id}|{amount}|{currency}").as_bytes(),
+    ))
+}
+
+/// Why the transaction stopped early.
+enum Abort {
+    /// Another request holds (or held) this idempotency key.
+    Duplicate,
+    Db(DieselError),
+}
+
+impl From<DieselError> for Abort {
+    fn from(e: DieselError) -> Self {
+        match &e {
+            DieselError::DatabaseError(DatabaseErrorKind::UniqueViolation, _) => Abort::Duplicate,
+            _ => Abort::Db(e),
+        }
+    }
+}
+
+/// A declined consumption: rolls the savepoint back.
+enum Consume {
+    Declined(DeclineReason),
+    Db(DieselError),
+}
+
+impl From<DieselError> for Consume {
+    fn from(e: DieselError) -> Self {
+        Consume::Db(e)
+    }
+}
+
+/// Pays `amount` from the account with a temporary password (or the long-term one, if
+/// allowed). Argon2id may run (long-term password, unknown user): call from a blocking
+/// thread. A retried idempotency key returns the first answer and charges nothing twice.
+pub fn pay(
+    store: &Store,
+    request: &PayRequest<'_>,
+    settings: &PaySettings<'_>,
+    now: i64,
+) -> Result<PayOutcome, PayError> {
+    check_amount(request.amount).map_err(PayError::Invalid)?;
+    if let Some(key) = request.idempotency_key {
+        if key.is_empty()
+            || key.chars().count() > MAX_IDEMPOTENCY_KEY_CHARS
+            || key.chars().any(|c| c.is_control())
+        {
+            return Err(PayError::Invalid(PaymentError::InvalidRequest(format!(
+                "the idempotency key must be 1 to {MAX_IDEMPOTENCY_KEY_CHARS} printable characters"
+            ))));
+        }
+    }
+    let mut conn = store.conn()?;
+    let name = normalize_username(request.username).ok();
+    let account = match &name {
+        Some(name) => find_account(&mut conn, name)?,
+        None => None,
+    };
+
+    // 1. Who is paying. A temporary password is found by its keyed hash (HMAC only);
+    //    anything else costs one Argon2id verification, also for unknown users.
+    let temp = temp_passwords::canonical(request.password)
+        .map(|c| temp_passwords::secret_hash(settings.server_key, &c));
+    let mut credential = None;
+    if let (Some(hash), Some(account)) = (&temp, &account) {
+        let stored: Option<(i64, String)> = tp::table
+            .filter(tp::secret_hash.eq(hash))
+            .filter(tp::account_id.eq(account.id))
+            .select((tp::id, tp::secret_hash))
+            .first(&mut conn)
+            .optional()?;
+        if let Some((id, stored)) = stored {
+            if bool::from(stored.as_bytes().ct_eq(hash.as_bytes())) {
+                credential = Some(Credential::Temp(id));
+            }
+        }
+    }
+    if credential.is_none() && settings.allow_long_term {
+        let hash = account
+            .as_ref()
+            .map_or(dummy_hash(), |a| a.password_hash.as_str());
+        if passwords::verify(request.password, hash) {
+            credential = Some(Credential::LongTerm);
+        }
+    }
+    let refusal = match (&account, credential) {
+        (None, _) => Some("unknown_user"),
+        (Some(_), None) => Some("wrong_password"),
+        (Some(a), Some(_)) if a.status != "active" => Some("disabled"),
+        (Some(a), Some(_)) if a.failed_logins >= MAX_CONSECUTIVE_FAILURES => Some("locked"),
+        _ => None,
+    };
+    let (Some(account), Some(credential), None) = (account, credential, refusal) else {
+        let reason = refusal.expect("a refusal when anything is missing");
+        record_bad_credentials(&mut conn, name.as_deref(), reason, request)?;
+        return Ok(PayOutcome::Declined {
+            reason: DeclineReason::InvalidCredentials,
+            payment_id: None,
+        });
+    };
+    if matches!(credential, Credential::LongTerm) && account.failed_logins != 0 {
+        diesel::update(accounts::table.find(account.id))
+            .set(accounts::failed_logins.eq(0))
+            .execute(&mut conn)?;
+    }
+    if let Some(currency) = request.currency {
+        if !currency.eq_ignore_ascii_case(&account.currency) {
+            return Err(PayError::Invalid(PaymentError::CurrencyMismatch {
+                expected: account.currency.clone(),
+                given: currency.to_string(),
+            }));
+        }
+    }
+
+    // 2. Check and consume, in one transaction.
+    let print = fingerprint(account.id, request.amount, &account.currency);
+    for attempt in 1.. {
+        match charge(&mut conn, &account, credential, request, &print, now) {
+            Ok(outcome) => return Ok(outcome),
+            Err(Abort::Duplicate) => {
+                if let Some(outcome) = stored_answer(&mut conn, &account, request, &print)? {
+                    return Ok(outcome);
+                }
+                // The first request rolled back: this one may try again.
+            }
+            Err(Abort::Db(e)) if is_retryable(&e) && attempt < MAX_ATTEMPTS => {}
+            Err(Abort::Db(e)) => return Err(e.into()),
+        }
+        if attempt >= MAX_ATTEMPTS {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(5 * attempt as u64));
+    }
+    Err(PayError::Store(StoreError::Query(
+        DieselError::RollbackTransaction,
+    )))
+}
+
+/// The answer stored under this idempotency key, or `None` if there is none (yet).
+fn stored_answer(
+    conn: &mut DbConnection,
+    account: &Account,
+    request: &PayRequest<'_>,
+    print: &str,
+) -> Result<Option<PayOutcome>, PayError> {
+    let Some(key) = request.idempotency_key else {
+        return Ok(None);
+    };
+    let row: Option<(Option<String>, Option<String>)> = payments::table
+        .filter(payments::account_id.eq(account.id))
+        .filter(payments::idempotency_key.eq(key))
+        .select((payments::fingerprint, payments::response))
+        .first(conn)
+        .optional()?;
+    let Some((stored_print, response)) = row else {
+        return Ok(None);
+    };
+    if stored_print.as_deref() != Some(print) {
+        return Err(PayError::IdempotencyMismatch);
+    }
+    match response.map(|r| serde_json::from_str::<PayOutcome>(&r)) {
+        Some(Ok(outcome)) => Ok(Some(outcome)),
+        _ => Ok(None),
+    }
+}
+
+fn record_bad_credentials(
+    conn: &mut DbConnection,
+    username: Option<&str>,
+    reason: &str,
+    request: &PayRequest<'_>,
+) -> Result<(), DieselError> {
+    let account = match username {
+        Some(name) => find_account(conn, name)?,
+        None => None,
+    };
+    conn.transaction::<_, DieselError, _>(|conn| {
+        let mut event = audit::Event::new("payment", "declined").reason(reason);
+        if let Some(account) = &account {
+            if reason == "wrong_password" {
+                count_failure(conn, account.id)?;
+            }
+            event = event.account(account.id, &account.username);
+        } else if let Some(name) = username {
+            event = event.username(name);
+        }
+        if let Some(ip) = request.client_ip {
+            event = event.client_ip(ip);
+        }
+        audit::record(
+            conn,
+            event.detail(serde_json::json!({
+                "amount": request.amount,
+                "decline": DeclineReason::InvalidCredentials.as_str(),
+            })),
+        )
+    })
+}
+
+/// One attempt at the payment transaction.
+fn charge(
+    conn: &mut DbConnection,
+    account: &Account,
+    credential: Credential,
+    request: &PayRequest<'_>,
+    print: &str,
+    now: i64,
+) -> Result<PayOutcome, Abort> {
+    let amount = request.amount;
+    let temp_id = match credential {
+        Credential::Temp(id) => Some(id),
+        Credential::LongTerm => None,
+    };
+    conn.transaction::<_, Abort, _>(|conn| {
+        // Lock the account row first (a write, so SQLite takes its write lock at once).
+        // Every payment of the account then queues here, in one order: on InnoDB the
+        // foreign-key checks of the inserts below would otherwise hold shared locks on
+        // this row that deadlock against the balance UPDATE.
+        diesel::update(accounts::table.find(account.id))
+            .set(accounts::updated_at.eq(now))
+            .execute(conn)?;
+        // Then the payment row: with an idempotency key the UNIQUE constraint finds a
+        // retry of a committed payment here.
+        diesel::insert_into(payments::table)
+            .values((
+                payments::account_id.eq(account.id),
+                payments::temp_password_id.eq(temp_id),
+                payments::amount.eq(amount),
+                payments::currency.eq(&account.currency),
+                payments::status.eq("pending"),
+                payments::idempotency_key.eq(request.idempotency_key),
+                payments::fingerprint.eq(request.idempotency_key.map(|_| print)),
+                payments::created_at.eq(now),
+            ))
+            .execute(conn)?;
+        let payment_id = last_insert_id(conn)?;
+
+        let consumed = conn.transaction::<_, Consume, _>(|conn| {
+            let mut row = None;
+            if let Some(id) = temp_id {
+                let changed = diesel::update(
+                    tp::table
+                        .filter(tp::id.eq(id))
+                        .filter(tp::state.eq("active"))
+                        .filter(tp::valid_from.is_null().or(tp::valid_from.le(now)))
+                        .filter(tp::valid_until.is_null().or(tp::valid_until.gt(now)))
+                        .filter(
+                            tp::max_uses
+                                .is_null()
+                                .or(tp::uses.lt(tp::max_uses.assume_not_null())),
+                        )
+                        .filter(
+                            tp::spend_limit
+                                .is_null()
+                                .or((tp::spent + amount).le(tp::spend_limit.assume_not_null())),
+                        )
+                        .filter(
+                            tp::per_payment_limit
+                                .is_null()
+                                .or(tp::per_payment_limit.ge(amount)),
+                        ),
+                )
+                .set((tp::uses.eq(tp::uses + 1), tp::spent.eq(tp::spent + amount)))
+                .execute(conn)?;
+                let current: TempPasswordRow = tp::table
+                    .find(id)
+                    .select(TempPasswordRow::as_select())
+                    .first(conn)?;
+                if changed != 1 {
+                    return Err(Consume::Declined(classify(&current, amount, now)));
+                }
+                row = Some(current);
+            }
+            let changed = diesel::update(
+                accounts::table
+                    .filter(accounts::id.eq(account.id))
+                    .filter(accounts::balance.ge(amount)),
+            )
+            .set((
+                accounts::balance.eq(accounts::balance - amount),
+                accounts::updated_at.eq(now),
+            ))
+            .execute(conn)?;
+            if changed != 1 {
+                return Err(Consume::Declined(DeclineReason::InsufficientBalance));
+            }
+            let balance = current_balance(conn, account.id)?;
+            diesel::insert_into(ledger_entries::table)
+                .values((
+                    ledger_entries::account_id.eq(account.id),
+                    ledger_entries::kind.eq("payment"),
+                    ledger_entries::amount.eq(-amount),
+                    ledger_entries::balance_after.eq(balance),
+                    ledger_entries::payment_id.eq(Some(payment_id)),
+                    ledger_entries::note.eq(None::<&str>),
+                    ledger_entries::created_at.eq(now),
+                ))
+                .execute(conn)?;
+            Ok((row, balance))
+        });
+        let outcome = match consumed {
+            Ok((row, balance)) => PayOutcome::Approved {
+                payment_id,
+                amount,
+                currency: account.currency.clone(),
+                remaining_uses: row.as_ref().and_then(TempPasswordRow::remaining_uses),
+                remaining_limit: row.as_ref().and_then(TempPasswordRow::remaining_limit),
+                balance: matches!(credential, Credential::LongTerm).then_some(balance),
+            },
+            Err(Consume::Declined(reason)) => PayOutcome::Declined {
+                reason,
+                payment_id: Some(payment_id),
+            },
+            Err(Consume::Db(e)) => return Err(Abort::Db(e)),
+        };
+        let (status, reason) = match &outcome {
+            PayOutcome::Approved { .. } => ("approved", None),
+            PayOutcome::Declined { reason, .. } => ("declined", Some(reason.as_str())),
+        };
+        diesel::update(payments::table.find(payment_id))
+            .set((
+                payments::status.eq(status),
+                payments::reason.eq(reason),
+                payments::response.eq(serde_json::to_string(&outcome).expect("serialisable")),
+            ))
+            .execute(conn)?;
+        let mut event = audit::Event::new("payment", status).account(account.id, &account.username);
+        if let Some(reason) = reason {
+            event = event.reason(reason);
+        }
+        if let Some(ip) = request.client_ip {
+            event = event.client_ip(ip);
+        }
+        audit::record(
+            conn,
+            event.detail(serde_json::json!({
+                "payment_id": payment_id,
+                "amount": amount,
+                "currency": account.currency,
+                "temp_password_id": temp_id,
+                "credential": if temp_id.is_some() { "temporary" } else { "long_term" },
+            })),
+        )?;
+        Ok(outcome)
+    })
+}
+
+/// Why the conditional UPDATE matched no row, read from the row as it is now.
+fn classify(row: &TempPasswordRow, amount: i64, now: i64) -> DeclineReason {
+    match row.state.as_str() {
+        "revoked" => return DeclineReason::Revoked,
+        "paused" => return DeclineReason::Paused,
+        _ => {}
+    }
+    if row.valid_from.is_some_and(|from| from > now) {
+        DeclineReason::NotYetValid
+    } else if row.valid_until.is_some_and(|until| until <= now) {
+        DeclineReason::Expired
+    } else if row.per_payment_limit.is_some_and(|limit| amount > limit) {
+        DeclineReason::PerPaymentLimitExceeded
+    } else if row.max_uses.is_some_and(|max| row.uses >= max) {
+        DeclineReason::UsesExhausted
+    } else if row
+        .spend_limit
+        .is_some_and(|limit| row.spent + amount > limit)
+    {
+        DeclineReason::LimitExceeded
+    } else if row.max_uses.is_some() {
+        // Changed between the UPDATE and this read: the likeliest cause.
+        DeclineReason::UsesExhausted
+    } else {
+        DeclineReason::LimitExceeded
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn amounts() {
+        assert_eq!(parse_amount("12.50").unwrap(), 1250);
+        assert_eq!(parse_amount("12.5").unwrap(), 1250);
+        assert_eq!(parse_amount("12").unwrap(), 1200);
+        assert_eq!(parse_amount("0.01").unwrap(), 1);
+        for bad in [
+            "", "-1", "1.234", "abc", "1e3", "0", "0.00", "1.", ".5", "1,00", "+1",
+        ] {
+            assert!(parse_amount(bad).is_err(), "{bad:?} accepted");
+        }
+        assert!(parse_amount("1.234")
+            .unwrap_err()
+            .to_string()
+            .contains("more than two decimals"));
+        assert_eq!(format_amount(1250), "12.50");
+        assert_eq!(format_amount(-5), "-0.05");
+    }
+
+    #[test]
+    fn outcomes_serialise_as_the_api_says() {
+        let approved = PayOutcome::Approved {
+            payment_id: 7,
+            amount: 100,
+            currency: "CNY".into(),
+            remaining_uses: Some(0),
+            remaining_limit: None,
+            balance: None,
+        };
+        let json = serde_json::to_value(&approved).unwrap();
+        assert_eq!(json["status"], "approved");
+        assert_eq!(json["payment_id"], 7);
+        assert!(json.get("balance").is_none());
+        let declined = PayOutcome::Declined {
+            reason: DeclineReason::PerPaymentLimitExceeded,
+            payment_id: None,
+        };
+        let json = serde_json::to_string(&declined).unwrap();
+        assert_eq!(
+            json,
+            r#"{"status":"declined","reason":"per_payment_limit_exceeded"}"#
+        );
+        assert_eq!(serde_json::from_str::<PayOutcome>(&json).unwrap(), declined);
+    }
+}
