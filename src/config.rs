@@ -48,6 +48,8 @@ pub struct ServeFile {
     pub login_limit_per_ip: Option<u32>,
     pub login_limit_per_account: Option<u32>,
     pub login_limit_window: Option<String>,
+    pub temp_password_key: Option<String>,
+    pub temporary_only_payments: Option<bool>,
 }
 
 #[derive(Debug, thiserror::Error)]

@@ -7,7 +7,7 @@ use clap::Args;
 use ipnet::IpNet;
 use tracing::{info, warn};
 
-use super::{Failure, GlobalArgs};
+use super::{temp_password::KeyArgs, Failure, GlobalArgs};
 use crate::{
     agi::{Server, ServerConfig},
     auth::login::{LoginSettings, MAX_CHALLENGE_TTL},
@@ -119,6 +119,13 @@ pub struct ServeArgs {
     /// The window both login limits count in (default 60s).
     #[arg(long, env = "DIALGATE_LOGIN_LIMIT_WINDOW")]
     pub login_limit_window: Option<String>,
+
+    #[command(flatten)]
+    pub temp_password_key: KeyArgs,
+
+    /// Only temporary passwords may pay; the owner's long-term password may not.
+    #[arg(long, env = "DIALGATE_TEMPORARY_ONLY_PAYMENTS")]
+    pub temporary_only_payments: bool,
 }
 
 /// Everything `serve` runs with, resolved: flags over env over `[serve]` over defaults.
@@ -267,9 +274,16 @@ impl ServeSettings {
             )?,
             ..defaults
         };
+        let mut key_args = args.temp_password_key;
+        if key_args.temp_password_key.is_none() {
+            key_args.temp_password_key = file.temp_password_key;
+        }
         let gateway = GatewayConfig {
             login,
             login_rate,
+            temp_password_key: key_args.load(config)?,
+            allow_long_term_payments: !(args.temporary_only_payments
+                || file.temporary_only_payments.unwrap_or(false)),
             secure_cookies: !(args.insecure_cookies || file.insecure_cookies.unwrap_or(false)),
             signal_key: signal_key.map(String::into_bytes),
             node_url,

@@ -50,6 +50,10 @@ pub struct GatewayConfig {
     pub login_rate: RateLimit,
     /// How often a waiting SSE stream re-reads the store in case a signal was lost.
     pub sse_poll: Duration,
+    /// Key temporary passwords are HMAC'd with (shared by every node).
+    pub temp_password_key: Vec<u8>,
+    /// Whether the owner's long-term password may pay too (default yes).
+    pub allow_long_term_payments: bool,
 }
 
 impl Default for GatewayConfig {
@@ -61,6 +65,8 @@ impl Default for GatewayConfig {
             node_url: None,
             login_rate: RateLimit::default(),
             sse_poll: Duration::from_secs(2),
+            temp_password_key: Vec::new(),
+            allow_long_term_payments: true,
         }
     }
 }
