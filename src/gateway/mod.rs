@@ -10,6 +10,7 @@ mod error;
 mod hub;
 mod limit;
 mod pages;
+mod payments;
 
 use std::{future::Future, io, net::SocketAddr, sync::Arc, time::Duration};
 
@@ -130,11 +131,23 @@ pub fn router(state: Arc<Gateway>) -> Router {
         .route("/v1/auth", get(api::forward_auth))
         .route("/v1/logout", post(api::logout))
         .route(SIGNAL_PATH, post(api::signal))
+        .route(
+            "/v1/temp-passwords",
+            get(payments::list).post(payments::issue),
+        )
+        .route("/v1/temp-passwords/list", post(payments::list_post))
+        .route("/v1/temp-passwords/{id}/pause", post(payments::pause))
+        .route("/v1/temp-passwords/{id}/resume", post(payments::resume))
+        .route("/v1/temp-passwords/{id}/revoke", post(payments::revoke))
+        .route("/v1/payments", post(payments::pay))
+        .route("/v1/balance", get(payments::balance))
         .route("/healthz", get(pages::healthz))
         .route("/metrics", get(pages::metrics))
         .route("/", get(pages::index))
         .route("/app.js", get(pages::app_js))
         .route("/style.css", get(pages::style_css))
+        .route("/payments", get(pages::payments))
+        .route("/payments.js", get(pages::payments_js))
         .fallback(pages::not_found)
         .layer(axum::middleware::map_response(pages::common_headers))
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))

@@ -18,6 +18,8 @@ use crate::auth::login;
 const INDEX_HTML: &str = include_str!("web/index.html");
 const APP_JS: &str = include_str!("web/app.js");
 const STYLE_CSS: &str = include_str!("web/style.css");
+const PAYMENTS_HTML: &str = include_str!("web/payments.html");
+const PAYMENTS_JS: &str = include_str!("web/payments.js");
 
 fn page(content_type: &'static str, cache: &'static str, body: &'static str) -> Response {
     (
@@ -40,6 +42,15 @@ pub async fn app_js() -> Response {
 
 pub async fn style_css() -> Response {
     page("text/css; charset=utf-8", "no-cache", STYLE_CSS)
+}
+
+/// The owner's temporary passwords (issue, list, pause, resume, revoke).
+pub async fn payments() -> Response {
+    page("text/html; charset=utf-8", "no-store", PAYMENTS_HTML)
+}
+
+pub async fn payments_js() -> Response {
+    page("text/javascript; charset=utf-8", "no-cache", PAYMENTS_JS)
 }
 
 pub async fn not_found() -> ApiError {
