@@ -96,7 +96,7 @@ async fn blocking<T: Send + 'static>(
         .map_err(|e| ApiError::internal("a blocking task", e))
 }
 
-fn bearer(headers: &HeaderMap) -> Option<String> {
+pub(super) fn bearer(headers: &HeaderMap) -> Option<String> {
     headers
         .get_all(header::AUTHORIZATION)
         .iter()
@@ -110,7 +110,7 @@ fn bearer(headers: &HeaderMap) -> Option<String> {
         .filter(|t| !t.is_empty())
 }
 
-fn cookie(headers: &HeaderMap, name: &str) -> Option<String> {
+pub(super) fn cookie(headers: &HeaderMap, name: &str) -> Option<String> {
     headers
         .get_all(header::COOKIE)
         .iter()

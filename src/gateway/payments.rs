@@ -19,7 +19,7 @@ use std::{sync::Arc, time::UNIX_EPOCH};
 use axum::{
     body::Bytes,
     extract::{FromRequest, Path, Request, State},
-    http::{header, HeaderMap, StatusCode},
+    http::{HeaderMap, StatusCode},
     response::{IntoResponse, Response},
     Json,
 };
@@ -29,7 +29,7 @@ use tokio::sync::OwnedSemaphorePermit;
 use tracing::info;
 
 use super::{
-    api::{rfc3339_ms, ClientIp, JsonBody},
+    api::{bearer, cookie, rfc3339_ms, ClientIp, JsonBody},
     ApiError, Gateway, MAX_BODY_BYTES, SESSION_COOKIE,
 };
 use crate::{
@@ -80,33 +80,6 @@ fn server_key(gw: &Gateway) -> Result<Vec<u8>, ApiError> {
         );
     }
     Ok(key.clone())
-}
-
-fn cookie(headers: &HeaderMap, name: &str) -> Option<String> {
-    headers
-        .get_all(header::COOKIE)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(';'))
-        .find_map(|pair| {
-            let (k, v) = pair.trim().split_once('=')?;
-            (k.trim() == name).then(|| v.trim().trim_matches('"').to_string())
-        })
-        .filter(|v| !v.is_empty())
-}
-
-fn bearer(headers: &HeaderMap) -> Option<String> {
-    headers
-        .get_all(header::AUTHORIZATION)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .find_map(|v| {
-            let (scheme, token) = v.trim().split_once(' ')?;
-            scheme
-                .eq_ignore_ascii_case("bearer")
-                .then(|| token.trim().to_string())
-        })
-        .filter(|t| !t.is_empty())
 }
 
 /// The signed-in user of the session cookie (or bearer token), if any and still open.
