@@ -1,5 +1,6 @@
 //! dialgate: a real phone line as a login factor. See ARCHITECTURE.md for the module map.
 pub mod agi;
+pub mod ami;
 pub mod auth;
 pub mod cli;
 pub mod config;

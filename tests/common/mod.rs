@@ -2,6 +2,7 @@
 //! sends exactly what a transcript's script side sent.
 #![allow(dead_code)]
 
+pub mod ami_server;
 pub mod db;
 
 use std::{
