@@ -5,6 +5,7 @@ pub mod call;
 pub mod codec;
 pub mod command;
 pub mod env;
+pub mod loadgen;
 pub mod peer;
 pub mod reply;
 pub mod server;

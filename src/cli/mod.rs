@@ -5,6 +5,7 @@ pub mod balance;
 pub mod demo;
 pub mod enroll;
 pub mod import;
+pub mod loadtest;
 pub mod migrate;
 pub mod pay;
 pub mod replay;
@@ -95,6 +96,8 @@ pub enum Command {
     Balance(balance::BalanceArgs),
     /// Pay from an account with a temporary (or the long-term) password.
     Pay(pay::PayArgs),
+    /// Measure calls per second, latency and memory against a FastAGI server.
+    Loadtest(loadtest::LoadtestArgs),
 }
 
 /// How a command failed, for the process exit code.
@@ -175,6 +178,7 @@ pub async fn run(cli: Cli) -> Result<(), Failure> {
         Command::Demo(args) => demo::run(&global, args).await,
         Command::Replay(args) => replay::run(args).await,
         Command::SimulateCall(args) => simulate_call::run(args).await,
+        Command::Loadtest(args) => loadtest::run(&global, args).await,
         // Database work blocks: keep it off the async workers.
         Command::Enroll(args) => blocking(move || enroll::run(&global, args)).await,
         Command::Accounts(args) => blocking(move || accounts::run(&global, args)).await,

@@ -1,0 +1,409 @@
+//! A lean Asterisk peer for load generation (`dialgate loadtest agi`).
+//!
+//! Same replies as [`super::peer`] (res_agi's answers for a silent channel), but built
+//! to place tens of thousands of calls a second from a core shared with the server: the
+//! environment block is rendered from a template, one buffer per call, no transcript,
+//! one timer per call, and the common commands (`SET VARIABLE`, `ANSWER`) answered
+//! without the full command parser.
+
+use std::{
+    net::{IpAddr, SocketAddr},
+    sync::atomic::{AtomicUsize, Ordering},
+    time::Duration,
+};
+
+use tokio::{
+    io::{AsyncReadExt, AsyncWriteExt},
+    net::{TcpSocket, TcpStream},
+};
+
+use super::{peer::CallSpec, peer::MAX_SERVER_LINE, server::RESULT_VARIABLE, Command, Verb};
+
+/// Placeholder bytes in the template (never valid in an environment line).
+const CALLER_SLOT: u8 = 0x01;
+const UNIQUEID_SLOT: u8 = 0x02;
+
+/// GET DATA's digit limit when the command gives none (res_agi's default).
+const DEFAULT_GET_DATA_MAX: usize = 1024;
+
+/// An environment block with the caller number and unique id left open.
+#[derive(Debug, Clone)]
+pub struct EnvTemplate {
+    bytes: Vec<u8>,
+}
+
+impl EnvTemplate {
+    /// The block `spec` would send to `target`, with `caller` and `uniqueid` filled in
+    /// per call by [`EnvTemplate::render`]. `spec.caller` and `spec.uniqueid` are ignored.
+    pub fn new(spec: &CallSpec, target: SocketAddr) -> EnvTemplate {
+        let spec = CallSpec {
+            caller: Some(char::from(CALLER_SLOT).to_string()),
+            uniqueid: char::from(UNIQUEID_SLOT).to_string(),
+            ..spec.clone()
+        };
+        EnvTemplate {
+            bytes: spec.env_block(&target.ip().to_string(), target.port()),
+        }
+    }
+
+    /// Appends the block for one call to `out`; `None` sends the caller as `unknown`.
+    pub fn render(&self, caller: Option<&str>, uniqueid: &str, out: &mut Vec<u8>) {
+        out.reserve(self.bytes.len() + 32);
+        for &b in &self.bytes {
+            match b {
+                CALLER_SLOT => out.extend_from_slice(caller.unwrap_or("unknown").as_bytes()),
+                UNIQUEID_SLOT => out.extend_from_slice(uniqueid.as_bytes()),
+                _ => out.push(b),
+            }
+        }
+    }
+}
+
+/// How the simulated caller behaves on every call of a run.
+#[derive(Debug, Clone)]
+pub struct LeanOptions {
+    /// Channel name, for `HANGUP <channel>` and `GET VARIABLE CHANNEL`.
+    pub channel: String,
+    /// What the caller types for GET DATA / WAIT FOR DIGIT (`#` ends an entry).
+    pub digits: Option<String>,
+    /// Delay the reply to the server's first command by this long, keeping the call
+    /// (and the server's state for it) open: a caller slow to type in GET DATA.
+    pub hold: Duration,
+    /// Bounds the whole call, on top of `hold`.
+    pub timeout: Duration,
+    /// Local address to connect from (spreads loopback calls over 127.0.0.x).
+    pub source_ip: Option<IpAddr>,
+}
+
+/// What one call ended with.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct LeanOutcome {
+    /// The last `DIALGATE_RESULT` value set.
+    pub result: Option<String>,
+    pub commands: u32,
+    pub hung_up: bool,
+}
+
+/// Why a call failed; [`LoadError::kind`] is a short key for counting.
+#[derive(Debug, thiserror::Error)]
+pub enum LoadError {
+    #[error("connect: {0}")]
+    Connect(std::io::Error),
+    #[error("no close from the server within {0:?}")]
+    Timeout(Duration),
+    #[error("the server sent a line longer than {MAX_SERVER_LINE} bytes")]
+    LineTooLong,
+    #[error("connection error after {commands} commands: {source}")]
+    Io {
+        commands: u32,
+        source: std::io::Error,
+    },
+}
+
+impl LoadError {
+    pub fn kind(&self) -> &'static str {
+        match self {
+            LoadError::Connect(e) if e.kind() == std::io::ErrorKind::ConnectionRefused => {
+                "connect_refused"
+            }
+            LoadError::Connect(e) if e.kind() == std::io::ErrorKind::AddrNotAvailable => {
+                "connect_no_local_port"
+            }
+            LoadError::Connect(_) => "connect",
+            LoadError::Timeout(_) => "timeout",
+            LoadError::LineTooLong => "line_too_long",
+            LoadError::Io { .. } => "io",
+        }
+    }
+}
+
+fn is_reset(e: &std::io::Error) -> bool {
+    matches!(
+        e.kind(),
+        std::io::ErrorKind::ConnectionReset | std::io::ErrorKind::BrokenPipe
+    )
+}
+
+/// Places one call: sends `env` (a rendered block), answers every command like
+/// Asterisk until the server closes. `holding` counts calls currently held.
+pub async fn lean_call(
+    target: SocketAddr,
+    env: &[u8],
+    options: &LeanOptions,
+    holding: &AtomicUsize,
+) -> Result<LeanOutcome, LoadError> {
+    let limit = options.timeout + options.hold;
+    match tokio::time::timeout(limit, call_inner(target, env, options, holding)).await {
+        Ok(outcome) => outcome,
+        Err(_) => Err(LoadError::Timeout(limit)),
+    }
+}
+
+async fn connect(target: SocketAddr, source: Option<IpAddr>) -> std::io::Result<TcpStream> {
+    match source {
+        None => TcpStream::connect(target).await,
+        Some(ip) => {
+            let socket = match ip {
+                IpAddr::V4(_) => TcpSocket::new_v4()?,
+                IpAddr::V6(_) => TcpSocket::new_v6()?,
+            };
+            socket.bind(SocketAddr::new(ip, 0))?;
+            socket.connect(target).await
+        }
+    }
+}
+
+/// Decrements the hold counter however the call ends.
+struct HoldGuard<'a>(&'a AtomicUsize);
+
+impl Drop for HoldGuard<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+async fn call_inner(
+    target: SocketAddr,
+    env: &[u8],
+    options: &LeanOptions,
+    holding: &AtomicUsize,
+) -> Result<LeanOutcome, LoadError> {
+    let mut stream = connect(target, options.source_ip)
+        .await
+        .map_err(LoadError::Connect)?;
+    stream.set_nodelay(true).ok();
+    let mut channel = LeanChannel::new(options);
+    let io = |commands: u32| move |source| LoadError::Io { commands, source };
+    if let Err(e) = stream.write_all(env).await {
+        if !is_reset(&e) {
+            return Err(io(0)(e));
+        }
+    }
+    let mut buf: Vec<u8> = Vec::with_capacity(256);
+    let mut out: Vec<u8> = Vec::with_capacity(64);
+    let mut start = 0;
+    loop {
+        if let Some(i) = buf[start..].iter().position(|&b| b == b'\n') {
+            let line = &buf[start..start + i];
+            let line = line.strip_suffix(b"\r").unwrap_or(line);
+            out.clear();
+            channel.answer(&String::from_utf8_lossy(line), &mut out);
+            start += i + 1;
+            if channel.commands == 1 && !options.hold.is_zero() {
+                holding.fetch_add(1, Ordering::Relaxed);
+                let _guard = HoldGuard(holding);
+                tokio::time::sleep(options.hold).await;
+            }
+            if let Err(e) = stream.write_all(&out).await {
+                // The server may close right after its last command.
+                if is_reset(&e) {
+                    break;
+                }
+                return Err(io(channel.commands)(e));
+            }
+            continue;
+        }
+        if start > 0 {
+            buf.drain(..start);
+            start = 0;
+        }
+        if buf.len() > MAX_SERVER_LINE {
+            return Err(LoadError::LineTooLong);
+        }
+        buf.reserve(256);
+        match stream.read_buf(&mut buf).await {
+            Ok(0) => break,
+            Ok(_) => {}
+            Err(e) if is_reset(&e) => break,
+            Err(e) => return Err(io(channel.commands)(e)),
+        }
+    }
+    Ok(LeanOutcome {
+        result: channel.result,
+        commands: channel.commands,
+        hung_up: channel.dead,
+    })
+}
+
+/// The simulated channel: res_agi's replies for a channel without audio.
+struct LeanChannel<'a> {
+    options: &'a LeanOptions,
+    dead: bool,
+    commands: u32,
+    result: Option<String>,
+    variables: Vec<(String, String)>,
+    digits: std::collections::VecDeque<char>,
+}
+
+impl<'a> LeanChannel<'a> {
+    fn new(options: &'a LeanOptions) -> Self {
+        LeanChannel {
+            options,
+            dead: false,
+            commands: 0,
+            result: None,
+            variables: Vec::new(),
+            digits: options.digits.as_deref().unwrap_or("").chars().collect(),
+        }
+    }
+
+    /// Writes the reply line(s) to `line` into `out`.
+    fn answer(&mut self, line: &str, out: &mut Vec<u8>) {
+        self.commands += 1;
+        // Fast path: the plain `SET VARIABLE NAME VALUE` every script ends with.
+        if let Some(rest) = line.strip_prefix("SET VARIABLE ") {
+            if !rest.contains(['"', '\\']) {
+                let mut words = rest.split_ascii_whitespace();
+                if let (Some(name), Some(value), None) = (words.next(), words.next(), words.next())
+                {
+                    self.set(name, value);
+                    out.extend_from_slice(b"200 result=1\n");
+                    return;
+                }
+            }
+        }
+        let (reply, hangs_up) = self.slow_answer(line);
+        out.extend_from_slice(reply.as_bytes());
+        out.push(b'\n');
+        if hangs_up && !self.dead {
+            self.dead = true;
+            out.extend_from_slice(b"HANGUP\n");
+        }
+    }
+
+    fn set(&mut self, name: &str, value: &str) {
+        if name == RESULT_VARIABLE {
+            self.result = Some(value.to_string());
+        }
+        self.variables.push((name.to_string(), value.to_string()));
+    }
+
+    fn slow_answer(&mut self, line: &str) -> (String, bool) {
+        let ok = |s: &str| (s.to_string(), false);
+        let Ok(command) = Command::parse(line) else {
+            return ok("510 Invalid or unknown command");
+        };
+        let verb = command.verb();
+        if self.dead && !verb.allowed_on_dead_channel() {
+            return ok("511 Command Not Permitted on a dead channel or intercept routine");
+        }
+        let args = command.args();
+        let (min, max) = verb.arity();
+        if args.len() < min || args.len() > max {
+            return ok("520 Invalid command syntax.  Proper usage not available.");
+        }
+        match verb {
+            Verb::SetVariable => {
+                self.set(&args[0], &args[1]);
+                ok("200 result=1")
+            }
+            Verb::GetVariable => {
+                let found = self
+                    .variables
+                    .iter()
+                    .rev()
+                    .find(|(n, _)| *n == args[0])
+                    .map(|(_, v)| v.clone())
+                    .or_else(|| {
+                        matches!(args[0].as_str(), "CHANNEL" | "CHANNEL(name)")
+                            .then(|| self.options.channel.clone())
+                    });
+                match found {
+                    Some(v) => (format!("200 result=1 ({v})"), false),
+                    None => ok("200 result=0"),
+                }
+            }
+            Verb::GetData => {
+                let max = args
+                    .get(2)
+                    .and_then(|m| m.parse::<usize>().ok())
+                    .filter(|&m| m > 0)
+                    .unwrap_or(DEFAULT_GET_DATA_MAX);
+                let mut typed = String::new();
+                let mut complete = false;
+                while typed.len() < max {
+                    match self.digits.pop_front() {
+                        Some('#') => {
+                            complete = true;
+                            break;
+                        }
+                        Some(d) => typed.push(d),
+                        None => break,
+                    }
+                }
+                complete |= typed.len() >= max;
+                if complete {
+                    (format!("200 result={typed}"), false)
+                } else {
+                    (format!("200 result={typed} (timeout)"), false)
+                }
+            }
+            Verb::WaitForDigit => match self.digits.pop_front() {
+                Some(d) => (format!("200 result={}", d as u32), false),
+                None => ok("200 result=0"),
+            },
+            Verb::StreamFile | Verb::ControlStreamFile => ok("200 result=0 endpos=8000"),
+            Verb::Hangup => {
+                if args.first().is_none_or(|c| *c == self.options.channel) {
+                    ("200 result=1".into(), true)
+                } else {
+                    ok("200 result=-1")
+                }
+            }
+            Verb::Verbose => ok("200 result=1"),
+            _ => ok("200 result=0"),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn options() -> LeanOptions {
+        LeanOptions {
+            channel: "PJSIP/carrier-00000001".into(),
+            digits: Some("12#".into()),
+            hold: Duration::ZERO,
+            timeout: Duration::from_secs(1),
+            source_ip: None,
+        }
+    }
+
+    #[test]
+    fn template_renders_like_env_block() {
+        let spec = CallSpec {
+            script: "verify".into(),
+            caller: Some("+8613800138000".into()),
+            uniqueid: "1.2".into(),
+            ..CallSpec::default()
+        };
+        let target: SocketAddr = "127.0.0.1:4574".parse().unwrap();
+        let mut out = Vec::new();
+        EnvTemplate::new(&spec, target).render(Some("+8613800138000"), "1.2", &mut out);
+        assert_eq!(out, spec.env_block("127.0.0.1", 4574));
+    }
+
+    #[test]
+    fn replies() {
+        let options = options();
+        let mut ch = LeanChannel::new(&options);
+        let mut say = |line: &str| {
+            let mut out = Vec::new();
+            ch.answer(line, &mut out);
+            String::from_utf8(out).unwrap()
+        };
+        assert_eq!(say("SET VARIABLE DIALGATE_RESULT pong"), "200 result=1\n");
+        assert_eq!(say("SET VARIABLE X \"a b\""), "200 result=1\n");
+        assert_eq!(say("GET VARIABLE X"), "200 result=1 (a b)\n");
+        assert_eq!(say("ANSWER"), "200 result=0\n");
+        assert_eq!(say("GET DATA beep 3000 4"), "200 result=12\n");
+        assert_eq!(say("FROB"), "510 Invalid or unknown command\n");
+        assert_eq!(say("HANGUP"), "200 result=1\nHANGUP\n");
+        assert_eq!(
+            say("STREAM FILE x \"\""),
+            "511 Command Not Permitted on a dead channel or intercept routine\n"
+        );
+        assert_eq!(ch.result.as_deref(), Some("pong"));
+    }
+}
