@@ -264,7 +264,10 @@ async fn handle_connection(
 ) {
     let started = Instant::now();
     let _ = stream.set_nodelay(true);
-    let mut framed = Framed::new(stream, AgiCodec::new(config.max_line, config.max_env));
+    // A real environment block is ~600 bytes: start small (Framed's default is 8 KiB per
+    // connection, which dominated the memory of held calls); the buffer grows on demand.
+    let mut framed =
+        Framed::with_capacity(stream, AgiCodec::new(config.max_line, config.max_env), 1024);
     let env = match tokio::time::timeout(config.env_timeout, framed.next()).await {
         Ok(Some(Ok(Frame::Env(env)))) => env,
         Ok(Some(Ok(other))) => {

@@ -361,6 +361,17 @@ pub fn find_pending_for_call(
     let mut conn = store.conn()?;
     let now = now_ms();
     let found = conn.transaction::<_, DieselError, _>(|conn| {
+        // Write first: SQLite then takes its write lock at the start, waiting out the busy
+        // timeout, instead of failing with "database is locked" when a read-then-write
+        // transaction must upgrade its lock while another connection commits.
+        diesel::update(
+            login_challenges::table
+                .filter(login_challenges::caller_e164.eq(caller.as_str()))
+                .filter(login_challenges::dial_number.eq(dialled.as_str()))
+                .filter(login_challenges::status.eq("pending")),
+        )
+        .set(login_challenges::attempts.eq(login_challenges::attempts))
+        .execute(conn)?;
         let row: Option<PendingRow> = login_challenges::table
             .inner_join(accounts::table)
             .filter(login_challenges::caller_e164.eq(caller.as_str()))
@@ -581,4 +592,91 @@ pub fn logout(store: &Store, token: &str) -> Result<bool, StoreError> {
 pub fn ping(store: &Store) -> Result<(), StoreError> {
     use diesel::r2d2::R2D2Connection;
     store.conn()?.ping().map_err(StoreError::Query)
+}
+
+/// Where a call-back for a challenge goes: the account's enrolled phone, never a number
+/// from the request.
+#[derive(Debug, Clone)]
+pub struct CallbackTarget {
+    pub challenge_id: String,
+    pub account_id: i64,
+    pub username: String,
+    /// The enrolled phone (E.164).
+    pub phone: String,
+    pub node_url: Option<String>,
+    pub expires_at_ms: i64,
+}
+
+/// For the holder of the secret: the enrolled phone of a PENDING, unexpired challenge's
+/// (active) account. Anything else is `Gone`; an unknown id or a wrong secret `NotFound`.
+pub fn callback_target(
+    store: &Store,
+    challenge_id: &str,
+    secret: &str,
+) -> Result<CallbackTarget, ChallengeError> {
+    let mut conn = store.conn()?;
+    let (id, status, _, expires_at_ms) = load_with_secret(&mut conn, challenge_id, secret)?;
+    if status != "pending" || expires_at_ms <= now_ms() {
+        return Err(ChallengeError::Gone);
+    }
+    let row: Option<(i64, String, Option<String>)> = login_challenges::table
+        .inner_join(accounts::table)
+        .filter(login_challenges::id.eq(&id))
+        .filter(accounts::status.eq("active"))
+        .select((accounts::id, accounts::username, login_challenges::node_url))
+        .first(&mut conn)
+        .optional()?;
+    let Some((account_id, username, node_url)) = row else {
+        return Err(ChallengeError::Gone);
+    };
+    let phone: Option<String> = phones::table
+        .filter(phones::account_id.eq(account_id))
+        .select(phones::e164)
+        .order(phones::id)
+        .first(&mut conn)
+        .optional()?;
+    let phone = phone.ok_or(ChallengeError::Gone)?;
+    Ok(CallbackTarget {
+        challenge_id: id,
+        account_id,
+        username,
+        phone,
+        node_url,
+        expires_at_ms,
+    })
+}
+
+/// A PENDING, unexpired challenge of an active account, by id (for the call-back's
+/// `confirm` script, which knows the id from the dialplan and no secret).
+pub fn pending_by_id(
+    store: &Store,
+    challenge_id: &str,
+) -> Result<Option<PendingChallenge>, StoreError> {
+    let now = now_ms();
+    let row: Option<PendingRow> = login_challenges::table
+        .inner_join(accounts::table)
+        .filter(login_challenges::id.eq(challenge_id))
+        .filter(login_challenges::status.eq("pending"))
+        .filter(login_challenges::expires_at.gt(now))
+        .filter(accounts::status.eq("active"))
+        .select((
+            login_challenges::id,
+            login_challenges::account_id,
+            login_challenges::code_hash,
+            login_challenges::node_url,
+            login_challenges::attempts,
+            accounts::username,
+        ))
+        .first(&mut *store.conn()?)
+        .optional()?;
+    Ok(row.map(
+        |(id, account_id, code_hash, node_url, attempts, username)| PendingChallenge {
+            id,
+            account_id,
+            username,
+            code_hash,
+            node_url,
+            attempts,
+        },
+    ))
 }
