@@ -50,6 +50,15 @@ pub struct ServeFile {
     pub login_limit_window: Option<String>,
     pub temp_password_key: Option<String>,
     pub temporary_only_payments: Option<bool>,
+    pub ami_address: Option<String>,
+    pub ami_username: Option<String>,
+    pub ami_secret: Option<String>,
+    pub callback_channel: Option<String>,
+    pub callback_context: Option<String>,
+    pub callback_exten: Option<String>,
+    pub callback_caller_id: Option<String>,
+    pub callback_timeout: Option<String>,
+    pub callback_prompt: Option<String>,
 }
 
 #[derive(Debug, thiserror::Error)]

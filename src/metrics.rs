@@ -2,7 +2,7 @@
 
 use prometheus_client::{
     encoding::{text::encode, EncodeLabelSet},
-    metrics::{counter::Counter, family::Family, histogram::Histogram},
+    metrics::{counter::Counter, family::Family, gauge::Gauge, histogram::Histogram},
     registry::Registry,
 };
 
@@ -29,6 +29,14 @@ pub struct Metrics {
     pub login_seconds: Histogram,
     /// Sessions opened by exchanging a verified challenge.
     pub sessions: Counter,
+    /// Call-backs by outcome: requested, answered, busy, no_answer, congestion, failed
+    /// (the Originate), confirmed, refused, confirm_no_pending, confirm_error (the
+    /// `confirm` call).
+    pub callbacks: Family<OutcomeLabel, Counter>,
+    /// AMI logins after the first (copied from the AMI client when scraped).
+    pub ami_reconnects: Gauge,
+    /// 1 while the AMI link is logged in.
+    pub ami_connected: Gauge,
 }
 
 fn latency_buckets() -> impl Iterator<Item = f64> {
@@ -59,6 +67,24 @@ impl Default for Metrics {
         );
         let sessions = Counter::default();
         registry.register("sessions_opened", "Sessions opened", sessions.clone());
+        let callbacks = Family::<OutcomeLabel, Counter>::default();
+        registry.register(
+            "callbacks",
+            "Call-backs (AMI Originate and the confirm call) by outcome",
+            callbacks.clone(),
+        );
+        let ami_reconnects = Gauge::default();
+        registry.register(
+            "ami_reconnects",
+            "AMI logins after the first (reconnections of the PBX link)",
+            ami_reconnects.clone(),
+        );
+        let ami_connected = Gauge::default();
+        registry.register(
+            "ami_connected",
+            "1 while the AMI link is logged in",
+            ami_connected.clone(),
+        );
         Metrics {
             registry,
             calls,
@@ -66,6 +92,9 @@ impl Default for Metrics {
             logins,
             login_seconds,
             sessions,
+            callbacks,
+            ami_reconnects,
+            ami_connected,
         }
     }
 }
@@ -87,6 +116,14 @@ impl Metrics {
             })
             .inc();
         self.login_seconds.observe(seconds);
+    }
+
+    pub fn callback(&self, outcome: &str) {
+        self.callbacks
+            .get_or_create(&OutcomeLabel {
+                outcome: outcome.to_string(),
+            })
+            .inc();
     }
 
     /// The Prometheus text exposition.

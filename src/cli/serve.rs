@@ -10,13 +10,18 @@ use tracing::{info, warn};
 use super::{temp_password::KeyArgs, Failure, GlobalArgs};
 use crate::{
     agi::{Server, ServerConfig},
+    ami::{AmiClient, AmiConfig},
     auth::login::{LoginSettings, MAX_CHALLENGE_TTL},
     config::{Config, ServeFile},
     dialin::{
         self,
+        confirm::{Confirm, ConfirmConfig, PendingCallbacks},
         verify::{Mode, Trunk, Verify, VerifyConfig},
     },
-    gateway::{self, Gateway, GatewayConfig, Hub, RateLimit},
+    gateway::{
+        self, callback::check_channel_template, CallbackSettings, Gateway, GatewayConfig, Hub,
+        RateLimit,
+    },
     metrics::Metrics,
     phone::{self, E164},
     store::Store,
@@ -126,6 +131,44 @@ pub struct ServeArgs {
     /// Only temporary passwords may pay; the owner's long-term password may not.
     #[arg(long, env = "DIALGATE_TEMPORARY_ONLY_PAYMENTS")]
     pub temporary_only_payments: bool,
+
+    /// Asterisk's manager interface (AMI), HOST:PORT, e.g. 127.0.0.1:5038, for
+    /// call-backs ("call me instead"). Unset: AMI and call-backs are disabled.
+    #[arg(long, value_name = "HOST:PORT", env = "DIALGATE_AMI_ADDRESS")]
+    pub ami_address: Option<String>,
+
+    /// The manager.conf user dialgate logs in as.
+    #[arg(long, env = "DIALGATE_AMI_USERNAME")]
+    pub ami_username: Option<String>,
+
+    /// The manager.conf user's secret.
+    #[arg(long, env = "DIALGATE_AMI_SECRET", hide_env_values = true)]
+    pub ami_secret: Option<String>,
+
+    /// Dial string of the call-back, `{number}` being the enrolled E.164 number
+    /// (default `PJSIP/{number}@carrier`).
+    #[arg(long, value_name = "TEMPLATE", env = "DIALGATE_CALLBACK_CHANNEL")]
+    pub callback_channel: Option<String>,
+
+    /// Dialplan context the answered call-back runs (default `dialgate-callback`).
+    #[arg(long, env = "DIALGATE_CALLBACK_CONTEXT")]
+    pub callback_context: Option<String>,
+
+    /// Extension in that context (default `s`).
+    #[arg(long, env = "DIALGATE_CALLBACK_EXTEN")]
+    pub callback_exten: Option<String>,
+
+    /// Caller ID the user's phone shows, e.g. `"dialgate" <+861055550100>`.
+    #[arg(long, env = "DIALGATE_CALLBACK_CALLER_ID")]
+    pub callback_caller_id: Option<String>,
+
+    /// How long the user's phone rings (default 30s).
+    #[arg(long, env = "DIALGATE_CALLBACK_TIMEOUT")]
+    pub callback_timeout: Option<String>,
+
+    /// Sound the `confirm` script plays before waiting for the key 1 (default `beep`).
+    #[arg(long, env = "DIALGATE_CALLBACK_PROMPT")]
+    pub callback_prompt: Option<String>,
 }
 
 /// Everything `serve` runs with, resolved: flags over env over `[serve]` over defaults.
@@ -136,6 +179,10 @@ pub struct ServeSettings {
     pub agi: ServerConfig,
     pub verify: VerifyConfig,
     pub gateway: GatewayConfig,
+    /// `None`: AMI disabled (no call-backs).
+    pub ami: Option<AmiConfig>,
+    pub callback: CallbackSettings,
+    pub confirm: ConfirmConfig,
 }
 
 fn duration(name: &str, text: Option<String>, default: Duration) -> Result<Duration, Failure> {
@@ -289,7 +336,82 @@ impl ServeSettings {
             node_url,
             ..GatewayConfig::default()
         };
+        let ami = match args.ami_address.or(file.ami_address) {
+            None => None,
+            Some(address) => {
+                let address = address.trim().to_string();
+                if !address.contains(':') || address.contains(char::is_whitespace) {
+                    return Err(user_error(format!(
+                        "--ami-address {address:?} is not HOST:PORT (e.g. 127.0.0.1:5038)"
+                    )));
+                }
+                let username = args.ami_username.or(file.ami_username).ok_or_else(|| {
+                    user_error("--ami-address needs --ami-username (the manager.conf user)".into())
+                })?;
+                let secret = args.ami_secret.or(file.ami_secret).unwrap_or_default();
+                Some(AmiConfig::new(&address, &username, &secret))
+            }
+        };
+        let callback_defaults = CallbackSettings::default();
+        let channel_template = args
+            .callback_channel
+            .or(file.callback_channel)
+            .unwrap_or(callback_defaults.channel_template.clone());
+        check_channel_template(&channel_template)
+            .map_err(|e| user_error(format!("--callback-channel: {e}")))?;
+        let text_flag = |name: &str, value: Option<String>, default: &str| {
+            let value = value.unwrap_or_else(|| default.to_string());
+            if value.is_empty() || value.contains(['\r', '\n', '\0']) {
+                Err(user_error(format!(
+                    "--{name} {value:?} is empty or contains CR, LF or NUL"
+                )))
+            } else {
+                Ok(value)
+            }
+        };
+        let callback_timeout = duration(
+            "callback-timeout",
+            args.callback_timeout.or(file.callback_timeout),
+            callback_defaults.timeout,
+        )?;
+        if callback_timeout < Duration::from_secs(5) || callback_timeout > Duration::from_secs(120)
+        {
+            return Err(user_error(format!(
+                "--callback-timeout {callback_timeout:?} is outside 5s..120s"
+            )));
+        }
+        let caller_id = match args.callback_caller_id.or(file.callback_caller_id) {
+            Some(c) => Some(text_flag("callback-caller-id", Some(c), "")?),
+            None => None,
+        };
+        let callback = CallbackSettings {
+            channel_template,
+            context: text_flag(
+                "callback-context",
+                args.callback_context.or(file.callback_context),
+                &callback_defaults.context,
+            )?,
+            exten: text_flag(
+                "callback-exten",
+                args.callback_exten.or(file.callback_exten),
+                &callback_defaults.exten,
+            )?,
+            caller_id,
+            timeout: callback_timeout,
+            ..callback_defaults
+        };
+        let confirm = ConfirmConfig {
+            prompt: text_flag(
+                "callback-prompt",
+                args.callback_prompt.or(file.callback_prompt),
+                &ConfirmConfig::default().prompt,
+            )?,
+            ..ConfirmConfig::default()
+        };
         Ok(ServeSettings {
+            ami,
+            callback,
+            confirm,
             agi_listen: args
                 .agi_listen
                 .or(file.agi_listen)
@@ -358,7 +480,30 @@ pub async fn run_with(
         signal: hub.clone(),
         metrics: metrics.clone(),
     });
-    let router = dialin::router().route("verify", verify);
+    let callbacks = Arc::new(PendingCallbacks::default());
+    let confirm = Arc::new(Confirm {
+        store: store.clone(),
+        config: settings.confirm.clone(),
+        signal: hub.clone(),
+        metrics: metrics.clone(),
+        callbacks: callbacks.clone(),
+    });
+    let ami = match &settings.ami {
+        None => {
+            info!("AMI disabled (no --ami-address): call-backs are unavailable");
+            AmiClient::disabled()
+        }
+        Some(config) => {
+            let (client, _events) = AmiClient::connect(config.clone())
+                .map_err(|e| Failure::User(anyhow::anyhow!("AMI: {e}")))?;
+            info!(address = %config.address, username = %config.username,
+                channel = %settings.callback.channel_template, "AMI enabled for call-backs");
+            client
+        }
+    };
+    let router = dialin::router()
+        .route("verify", verify)
+        .route("confirm", confirm);
     let agi = Server::bind(settings.agi_listen, router.clone(), settings.agi.clone())
         .await
         .map_err(|e| Failure::System(e.into()))?;
@@ -376,7 +521,13 @@ pub async fn run_with(
         .map_err(|e| Failure::System(e.into()))?;
     info!(addr = %agi_addr, scripts = ?router.names(), "FastAGI server listening");
     info!(addr = %http_addr, "HTTP gateway listening");
-    let gateway = Arc::new(Gateway::new(store, settings.gateway.clone(), hub, metrics));
+    let gateway = Arc::new(
+        Gateway::new(store, settings.gateway.clone(), hub, metrics).with_callback(
+            ami,
+            settings.callback.clone(),
+            callbacks,
+        ),
+    );
     let closing = gateway.clone();
     let mut app = gateway::router(gateway);
     if let Some(extra) = extra {

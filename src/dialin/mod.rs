@@ -1,5 +1,6 @@
 //! dialgate's FastAGI scripts, built on the AGI protocol layer.
 
+pub mod confirm;
 pub mod ping;
 pub mod verify;
 

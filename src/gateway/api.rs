@@ -124,7 +124,7 @@ pub(super) fn cookie(headers: &HeaderMap, name: &str) -> Option<String> {
 }
 
 /// The challenge secret: `Authorization: Bearer` first, else the cookie.
-fn challenge_secret(headers: &HeaderMap) -> Option<String> {
+pub(super) fn challenge_secret(headers: &HeaderMap) -> Option<String> {
     bearer(headers).or_else(|| cookie(headers, CHALLENGE_COOKIE))
 }
 
@@ -133,7 +133,7 @@ fn session_token(headers: &HeaderMap) -> Option<String> {
 }
 
 /// Challenge ids are short hex; anything else is not worth a store lookup.
-fn plausible_id(id: &str) -> bool {
+pub(super) fn plausible_id(id: &str) -> bool {
     !id.is_empty() && id.len() <= 64 && id.bytes().all(|b| b.is_ascii_alphanumeric())
 }
 

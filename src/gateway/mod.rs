@@ -6,6 +6,7 @@
 //! login flood cannot starve the FastAGI side. Any store error is a 503: fail closed.
 
 mod api;
+pub mod callback;
 mod error;
 mod hub;
 mod limit;
@@ -22,11 +23,15 @@ use axum::{
 use tokio::sync::{watch, Semaphore};
 use tower_http::trace::TraceLayer;
 
+pub use callback::{CallbackLimiter, CallbackSettings};
 pub use error::ApiError;
 pub use hub::{sign, verify_signature, Hub, SIGNAL_PATH, SIGNAL_WINDOW};
 pub use limit::{Limiter, RateLimit};
 
-use crate::{auth::login::LoginSettings, metrics::Metrics, store::Store};
+use crate::{
+    ami::AmiClient, auth::login::LoginSettings, dialin::confirm::PendingCallbacks,
+    metrics::Metrics, store::Store,
+};
 
 /// Largest request body accepted (JSON bodies are tiny).
 pub const MAX_BODY_BYTES: usize = 16 * 1024;
@@ -81,6 +86,12 @@ pub struct Gateway {
     /// Argon2id runs at most this many at once.
     pub argon_permits: Arc<Semaphore>,
     pub limiter: Limiter,
+    /// The PBX link for call-backs (`AmiClient::disabled()` when not configured).
+    pub ami: AmiClient,
+    pub callback: CallbackSettings,
+    pub callback_limiter: CallbackLimiter,
+    /// Call-backs placed and not yet judged by the `confirm` script (shared with it).
+    pub callbacks: Arc<PendingCallbacks>,
     closing: watch::Sender<bool>,
 }
 
@@ -98,6 +109,7 @@ impl Gateway {
         }
         let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
         let limiter = Limiter::new(config.login_rate.clone());
+        let callback = CallbackSettings::default();
         Gateway {
             store,
             config,
@@ -105,8 +117,27 @@ impl Gateway {
             metrics,
             argon_permits: Arc::new(Semaphore::new(cpus)),
             limiter,
+            ami: AmiClient::disabled(),
+            callback_limiter: CallbackLimiter::new(&callback),
+            callback,
+            callbacks: Arc::new(PendingCallbacks::default()),
             closing: watch::channel(false).0,
         }
+    }
+
+    /// Enables call-backs over `ami`; `callbacks` must be the registry the FastAGI
+    /// `confirm` script was given.
+    pub fn with_callback(
+        mut self,
+        ami: AmiClient,
+        settings: CallbackSettings,
+        callbacks: Arc<PendingCallbacks>,
+    ) -> Gateway {
+        self.callback_limiter = CallbackLimiter::new(&settings);
+        self.callback = settings;
+        self.ami = ami;
+        self.callbacks = callbacks;
+        self
     }
 
     /// Ends every open SSE stream (browsers reconnect, possibly to another node). Call it
@@ -128,6 +159,7 @@ pub fn router(state: Arc<Gateway>) -> Router {
         .route("/v1/login/{id}", get(api::status))
         .route("/v1/login/{id}/events", get(api::events))
         .route("/v1/login/{id}/session", post(api::exchange))
+        .route("/v1/login/{id}/callback", post(callback::request))
         .route("/v1/auth", get(api::forward_auth))
         .route("/v1/logout", post(api::logout))
         .route(SIGNAL_PATH, post(api::signal))

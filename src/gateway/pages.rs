@@ -13,7 +13,10 @@ use serde_json::json;
 use tracing::warn;
 
 use super::{ApiError, Gateway};
-use crate::auth::login;
+use crate::{
+    ami::{AmiClient, LinkState},
+    auth::login,
+};
 
 const INDEX_HTML: &str = include_str!("web/index.html");
 const APP_JS: &str = include_str!("web/app.js");
@@ -63,20 +66,49 @@ pub async fn healthz(State(gw): State<Arc<Gateway>>) -> Response {
         .await
         .map_err(|e| e.to_string())
         .and_then(|r| r.map_err(|e| e.to_string()));
+    // The AMI link only matters for call-backs: it never makes the node unhealthy.
+    let ami = ami_json(&gw.ami);
     match ping {
-        Ok(()) => Json(json!({ "status": "ok", "database": "ok" })).into_response(),
+        Ok(()) => Json(json!({ "status": "ok", "database": "ok", "ami": ami })).into_response(),
         Err(e) => {
             warn!(error = %e, "health check: database unreachable");
             (
                 StatusCode::SERVICE_UNAVAILABLE,
-                Json(json!({ "status": "degraded", "database": e })),
+                Json(json!({ "status": "degraded", "database": e, "ami": ami })),
             )
                 .into_response()
         }
     }
 }
 
+/// `"disabled"`, or `{state: "connected" | "reconnecting", since}` (+ the last error).
+fn ami_json(ami: &AmiClient) -> serde_json::Value {
+    let (state, since) = match ami.state() {
+        LinkState::Disabled => return json!("disabled"),
+        LinkState::Connected { since } => ("connected", since),
+        LinkState::Reconnecting { since } => ("reconnecting", since),
+    };
+    let mut body = json!({
+        "state": state,
+        "since": humantime::format_rfc3339_seconds(since).to_string(),
+    });
+    if state == "reconnecting" {
+        if let Some(e) = ami.last_error() {
+            body["error"] = json!(e.to_string());
+        }
+    }
+    body
+}
+
 pub async fn metrics(State(gw): State<Arc<Gateway>>) -> Response {
+    let stats = gw.ami.stats();
+    gw.metrics
+        .ami_reconnects
+        .set(i64::try_from(stats.reconnects()).unwrap_or(i64::MAX));
+    gw.metrics.ami_connected.set(i64::from(matches!(
+        gw.ami.state(),
+        LinkState::Connected { .. }
+    )));
     (
         [(
             header::CONTENT_TYPE,

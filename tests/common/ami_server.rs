@@ -7,7 +7,9 @@
 //! `# after: close`). In `< ` lines `{{ActionID}}` becomes the ActionID of the client's
 //! last message, and a trailing `{{NOCR}}` ends the line with a bare LF (the `\r\n\n`
 //! terminator quirk, and the raw CLI text of Asterisk <= 13 `Command` replies). A `> `
-//! line `ActionID: ...` matches any ActionID and captures it.
+//! line `ActionID: ...` matches any ActionID and captures it; in other `> ` lines
+//! `{{*}}` matches any text (e.g. a challenge id only known at run time). Every line the
+//! client sent is kept, see [`ScriptedAmi::received`].
 
 use std::{
     net::SocketAddr,
@@ -27,6 +29,9 @@ use tokio::{
 
 const PLACEHOLDER: &str = "{{ActionID}}";
 const NOCR: &str = "{{NOCR}}";
+const WILDCARD: &str = "{{*}}";
+
+type Received = Arc<Mutex<Vec<String>>>;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Step {
@@ -139,6 +144,7 @@ pub struct ScriptedAmi {
     pub addr: SocketAddr,
     connections: Arc<AtomicUsize>,
     results: Arc<Mutex<Vec<Result<(), String>>>>,
+    received: Received,
     task: JoinHandle<()>,
 }
 
@@ -150,6 +156,8 @@ impl ScriptedAmi {
         let connections = Arc::new(AtomicUsize::new(0));
         let results = Arc::new(Mutex::new(Vec::new()));
         let (count, sink) = (connections.clone(), results.clone());
+        let received: Received = Arc::default();
+        let seen = received.clone();
         let task = tokio::spawn(async move {
             loop {
                 let Ok((stream, _)) = listener.accept().await else {
@@ -157,9 +165,9 @@ impl ScriptedAmi {
                 };
                 let n = count.fetch_add(1, Ordering::SeqCst);
                 let script = scripts[n.min(scripts.len() - 1)].clone();
-                let sink = sink.clone();
+                let (sink, seen) = (sink.clone(), seen.clone());
                 tokio::spawn(async move {
-                    play(stream, script, sink).await;
+                    play(stream, script, sink, seen).await;
                 });
             }
         });
@@ -167,12 +175,18 @@ impl ScriptedAmi {
             addr,
             connections,
             results,
+            received,
             task,
         }
     }
 
     pub async fn fixture(name: &str) -> ScriptedAmi {
         ScriptedAmi::start(vec![AmiScript::fixture(name)]).await
+    }
+
+    /// Every line the client sent so far (without CRLF), over all connections.
+    pub fn received(&self) -> Vec<String> {
+        self.received.lock().unwrap().clone()
     }
 
     pub fn connections(&self) -> usize {
@@ -223,10 +237,15 @@ impl Drop for ScriptedAmi {
     }
 }
 
-async fn play(stream: TcpStream, script: AmiScript, sink: Arc<Mutex<Vec<Result<(), String>>>>) {
+async fn play(
+    stream: TcpStream,
+    script: AmiScript,
+    sink: Arc<Mutex<Vec<Result<(), String>>>>,
+    seen: Received,
+) {
     let (reader, mut writer) = stream.into_split();
     let mut reader = BufReader::new(reader);
-    let outcome = follow(&mut reader, &mut writer, &script).await;
+    let outcome = follow(&mut reader, &mut writer, &script, &seen).await;
     let diverged = outcome.is_err();
     if let Err(e) = &outcome {
         // Shown with the failing test's output; the client sees the link close at once.
@@ -246,6 +265,7 @@ async fn follow(
     reader: &mut BufReader<tokio::net::tcp::OwnedReadHalf>,
     writer: &mut tokio::net::tcp::OwnedWriteHalf,
     script: &AmiScript,
+    seen: &Received,
 ) -> Result<(), String> {
     let name = &script.name;
     let mut action_id: Option<String> = None;
@@ -292,6 +312,15 @@ async fn follow(
                     ));
                 };
                 let actual = String::from_utf8_lossy(actual).into_owned();
+                seen.lock().unwrap().push(actual.clone());
+                let wildcard = |pattern: &str, actual: &str| match pattern.split_once(WILDCARD) {
+                    Some((head, tail)) => {
+                        actual.len() >= head.len() + tail.len()
+                            && actual.starts_with(head)
+                            && actual.ends_with(tail)
+                    }
+                    None => pattern == actual,
+                };
                 let id_line = |s: &str| s.len() >= 10 && s[..10].eq_ignore_ascii_case("ActionID: ");
                 if id_line(text) {
                     if !actual.starts_with("ActionID: ") || actual.len() <= 10 {
@@ -300,7 +329,7 @@ async fn follow(
                         ));
                     }
                     action_id = Some(actual[10..].to_string());
-                } else if &actual != text {
+                } else if !wildcard(text, &actual) {
                     return Err(format!(
                         "{name}:{number}: expected the client to send {text:?}, it sent {actual:?}"
                     ));

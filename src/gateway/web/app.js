@@ -5,6 +5,8 @@
 // Flow: POST /v1/login -> show the number to call -> wait for the call (SSE on
 // /v1/login/{id}/events with the HttpOnly challenge cookie, falling back to polling
 // GET /v1/login/{id} with the Bearer secret) -> POST /v1/login/{id}/session -> signed in.
+// "Call me instead" (POST /v1/login/{id}/callback) has dialgate call the enrolled phone;
+// answering and pressing 1 verifies the same challenge, so the same wait applies.
 // The challenge secret lives only in this closure: never in storage, URLs or the DOM.
 (function () {
   "use strict";
@@ -23,7 +25,12 @@
     caller_id_hidden: "Your phone hid its number. Call again with caller ID shown.",
     hangup: "The call ended before it was finished.",
     no_code: "No code was typed before the call ended.",
-    timeout: "No code was typed in time."
+    timeout: "No code was typed in time.",
+    callback_busy: "Your phone was busy when we called.",
+    callback_no_answer: "We called your phone but nobody answered.",
+    callback_congestion: "The phone network could not connect our call.",
+    callback_failed: "We could not call your phone.",
+    callback_refused: "We called your phone, but 1 was not pressed to confirm."
   };
 
   function $(id) {
@@ -59,6 +66,7 @@
     countdown: $("countdown"),
     countdownLabel: $("countdown-label"),
     simulate: $("simulate-call"),
+    callback: $("callback"),
     demoNote: $("demo-note"),
     restart: $("restart"),
     cancel: $("cancel"),
@@ -294,6 +302,8 @@
     show(el.simulate, demoMode);
     show(el.demoNote, demoMode);
     el.simulate.disabled = false;
+    show(el.callback, true);
+    el.callback.disabled = false;
     el.countdownLabel.textContent = "Time left to call";
     el.countdown.classList.remove("countdown-low", "countdown-over");
 
@@ -429,6 +439,7 @@
     }
     show(el.simulate, false);
     show(el.demoNote, false);
+    show(el.callback, false);
   }
 
   function offerRestart() {
@@ -528,6 +539,37 @@
       .catch(function () {
         setBusy(el.simulate, false);
         if (isCurrent(c)) setCallStatus("Could not reach the server to simulate the call.", "error");
+      });
+  }
+
+  function onCallback() {
+    var c = challenge;
+    if (!c || c.state !== "pending") return;
+    setBusy(el.callback, true);
+    api("POST", "/v1/login/" + encodeURIComponent(c.id) + "/callback", { secret: c.secret })
+      .then(function (r) {
+        setBusy(el.callback, false);
+        if (!isCurrent(c) || c.state !== "pending") return;
+        if (r.status === 202) {
+          var hint = (r.body && r.body.phone_hint) || el.phoneMask.textContent || "";
+          setCallStatus("Calling your phone " + hint + " — answer and press 1.", "waiting");
+          el.callback.disabled = true;
+          return;
+        }
+        var code = r.body && r.body.error;
+        if (r.status === 503 && code === "callback_unavailable") {
+          setCallStatus("Call-back is not available. Please call the number instead.", "error");
+          show(el.callback, false);
+        } else if (r.status === 429) {
+          var wait = (r.body && r.body.retry_after) || Number(r.response.headers.get("Retry-After")) || 60;
+          setCallStatus("We called recently. You can ask again in " + pluralSeconds(wait) + ".", "error");
+        } else {
+          setCallStatus("The call-back could not be started (error " + r.status + ").", "error");
+        }
+      })
+      .catch(function () {
+        setBusy(el.callback, false);
+        if (isCurrent(c)) setCallStatus("Could not reach the server to start the call-back.", "error");
       });
   }
 
@@ -648,6 +690,7 @@
   el.loginForm.addEventListener("submit", onLoginSubmit);
   el.copyButton.addEventListener("click", onCopy);
   el.simulate.addEventListener("click", onSimulate);
+  el.callback.addEventListener("click", onCallback);
   el.restart.addEventListener("click", backToLogin);
   el.cancel.addEventListener("click", backToLogin);
   el.logout.addEventListener("click", onLogout);

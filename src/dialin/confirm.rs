@@ -1,0 +1,256 @@
+//! `AGI(agi://HOST/confirm,${DIALGATE_CHALLENGE})`: the answered call-back leg that
+//! dialgate placed over AMI (`POST /v1/login/{id}/callback`). The user hears a prompt
+//! and presses 1 to confirm the sign-in; any other key, silence or a hang-up refuses it.
+//! Every path ends in a `DIALGATE_RESULT` and an audit row; nothing is granted on an error.
+
+use std::{
+    collections::HashMap,
+    sync::{Arc, Mutex},
+    time::{Duration, Instant},
+};
+
+use tracing::{info, warn};
+
+use crate::{
+    agi::{server::RESULT_VARIABLE, AgiCall, CallError, Command, Script, ScriptFuture},
+    auth::{audit, login, signal::ChallengeSignal},
+    metrics::Metrics,
+    store::{Store, StoreError},
+};
+
+/// Failure reason recorded on the challenge when the user does not press 1.
+pub const REFUSED_REASON: &str = "callback_refused";
+
+/// Challenges this node placed a call-back for and that no `confirm` call has judged yet.
+/// `confirm` only acts on these, so the script cannot verify a challenge nobody called
+/// back (e.g. a dialplan that reaches it by mistake).
+#[derive(Debug, Default)]
+pub struct PendingCallbacks {
+    entries: Mutex<HashMap<String, Instant>>,
+}
+
+impl PendingCallbacks {
+    /// Registers a call-back for `challenge_id`, valid until `until`.
+    pub fn insert(&self, challenge_id: &str, until: Instant) {
+        let mut entries = self.entries.lock().unwrap_or_else(|e| e.into_inner());
+        let now = Instant::now();
+        entries.retain(|_, until| *until > now);
+        entries.insert(challenge_id.to_string(), until);
+    }
+
+    /// Takes the registration (once): `true` if a live call-back was outstanding.
+    pub fn take(&self, challenge_id: &str) -> bool {
+        let mut entries = self.entries.lock().unwrap_or_else(|e| e.into_inner());
+        entries
+            .remove(challenge_id)
+            .is_some_and(|until| until > Instant::now())
+    }
+
+    /// Forgets a call-back that failed (busy, no answer, ...).
+    pub fn remove(&self, challenge_id: &str) {
+        let mut entries = self.entries.lock().unwrap_or_else(|e| e.into_inner());
+        entries.remove(challenge_id);
+    }
+
+    pub fn contains(&self, challenge_id: &str) -> bool {
+        let entries = self.entries.lock().unwrap_or_else(|e| e.into_inner());
+        entries
+            .get(challenge_id)
+            .is_some_and(|until| *until > Instant::now())
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct ConfirmConfig {
+    /// Played by GET DATA before waiting for the key (a sound file name without extension).
+    pub prompt: String,
+    /// How long GET DATA waits for the key.
+    pub digit_timeout_ms: u32,
+    pub verified_prompt: String,
+    pub refused_prompt: String,
+}
+
+impl Default for ConfirmConfig {
+    fn default() -> Self {
+        ConfirmConfig {
+            prompt: "beep".into(),
+            digit_timeout_ms: 10_000,
+            verified_prompt: "auth-thankyou".into(),
+            refused_prompt: "vm-goodbye".into(),
+        }
+    }
+}
+
+/// `DIALGATE_RESULT` of a `confirm` call.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    Verified,
+    Refused,
+    NoPending,
+    Error,
+}
+
+impl Outcome {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Outcome::Verified => "verified",
+            Outcome::Refused => "refused",
+            Outcome::NoPending => "no_pending",
+            Outcome::Error => "error",
+        }
+    }
+}
+
+/// The `confirm` script with what it needs.
+pub struct Confirm {
+    pub store: Store,
+    pub config: ConfirmConfig,
+    pub signal: Arc<dyn ChallengeSignal>,
+    pub metrics: Arc<Metrics>,
+    pub callbacks: Arc<PendingCallbacks>,
+}
+
+#[derive(Debug, Default, serde::Serialize)]
+struct CallFacts {
+    challenge_id: Option<String>,
+    channel: Option<String>,
+    uniqueid: Option<String>,
+    callee: Option<String>,
+    detail: Option<String>,
+}
+
+impl Script for Arc<Confirm> {
+    fn run(&self, call: AgiCall) -> ScriptFuture {
+        let confirm = self.clone();
+        Box::pin(async move { confirm.handle(call).await })
+    }
+}
+
+async fn blocking<T: Send + 'static>(
+    work: impl FnOnce() -> Result<T, StoreError> + Send + 'static,
+) -> anyhow::Result<T> {
+    Ok(tokio::task::spawn_blocking(work).await??)
+}
+
+fn plausible_id(id: &str) -> bool {
+    !id.is_empty() && id.len() <= 64 && id.bytes().all(|b| b.is_ascii_alphanumeric())
+}
+
+impl Confirm {
+    async fn handle(self: Arc<Self>, mut call: AgiCall) -> anyhow::Result<()> {
+        let started = Instant::now();
+        let env = call.env().clone();
+        let mut facts = CallFacts {
+            challenge_id: env.arg(1).map(|a| a.trim().to_string()),
+            channel: env.channel(),
+            uniqueid: env.uniqueid(),
+            // On an originated leg the "extension" side is the user's phone.
+            callee: env.get("agi_dnid").filter(|d| d != "unknown"),
+            detail: None,
+        };
+        let outcome = match self.judge(&mut call, &mut facts).await {
+            Ok(outcome) => outcome,
+            Err(e) => {
+                warn!(error = %format!("{e:#}"), "confirm failed closed");
+                facts.detail = Some(format!("{e:#}"));
+                Outcome::Error
+            }
+        };
+        if let Err(e) = call.set_variable(RESULT_VARIABLE, outcome.as_str()).await {
+            warn!(error = %e, "could not set DIALGATE_RESULT; the dialplan sees no result");
+        }
+        if !call.is_dead() {
+            let prompt = match outcome {
+                Outcome::Verified => &self.config.verified_prompt,
+                _ => &self.config.refused_prompt,
+            };
+            let _ = call.send(&Command::stream_file(prompt, "")).await;
+        }
+        self.metrics.callback(match outcome {
+            Outcome::Verified => "confirmed",
+            Outcome::Refused => "refused",
+            Outcome::NoPending => "confirm_no_pending",
+            Outcome::Error => "confirm_error",
+        });
+        info!(result = outcome.as_str(), challenge_id = ?facts.challenge_id,
+            took_ms = started.elapsed().as_millis() as u64, "confirm call");
+        let store = self.store.clone();
+        let audited = blocking(move || {
+            let mut conn = store.conn()?;
+            let detail = serde_json::to_value(&facts).unwrap_or_default();
+            audit::record(
+                &mut conn,
+                audit::Event::new("callback_call", outcome.as_str()).detail(detail),
+            )
+            .map_err(Into::into)
+        })
+        .await;
+        if let Err(e) = audited {
+            warn!(error = %format!("{e:#}"), "could not write the confirm call's audit row");
+        }
+        call.close().await;
+        Ok(())
+    }
+
+    async fn judge(&self, call: &mut AgiCall, facts: &mut CallFacts) -> anyhow::Result<Outcome> {
+        let Some(id) = facts.challenge_id.clone().filter(|id| plausible_id(id)) else {
+            return Ok(Outcome::NoPending);
+        };
+        // Only a call-back this node placed, judged once.
+        if !self.callbacks.take(&id) {
+            facts.detail = Some("no call-back outstanding for this challenge".into());
+            return Ok(Outcome::NoPending);
+        }
+        let store = self.store.clone();
+        let lookup = id.clone();
+        let Some(pending) = blocking(move || login::pending_by_id(&store, &lookup)).await? else {
+            return Ok(Outcome::NoPending);
+        };
+        let pressed_one = self.pressed_one(call).await?;
+        let store = self.store.clone();
+        if pressed_one {
+            if !blocking(move || login::mark_verified(&store, &id)).await? {
+                return Ok(Outcome::NoPending);
+            }
+            self.signal
+                .challenge_changed(&pending.id, pending.node_url.as_deref());
+            Ok(Outcome::Verified)
+        } else {
+            if blocking(move || login::mark_failed(&store, &id, REFUSED_REASON)).await? {
+                self.signal
+                    .challenge_changed(&pending.id, pending.node_url.as_deref());
+            }
+            Ok(Outcome::Refused)
+        }
+    }
+
+    /// Plays the prompt and waits for one key: `true` only for `1`.
+    async fn pressed_one(&self, call: &mut AgiCall) -> anyhow::Result<bool> {
+        let ask = Command::get_data(&self.config.prompt, self.config.digit_timeout_ms, 1);
+        let timeout = Duration::from_millis(u64::from(self.config.digit_timeout_ms))
+            + Duration::from_secs(30);
+        match call.send_with_timeout(&ask, timeout).await {
+            Ok(reply) => Ok(reply
+                .into_success()
+                .is_ok_and(|r| !r.timed_out() && r.result == "1")),
+            Err(CallError::ChannelDead(_) | CallError::Closed) => Ok(false),
+            Err(e) => Err(e.into()),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pending_callbacks_are_taken_once() {
+        let p = PendingCallbacks::default();
+        p.insert("abc", Instant::now() + Duration::from_secs(60));
+        assert!(p.contains("abc"));
+        assert!(p.take("abc"));
+        assert!(!p.take("abc"));
+        p.insert("old", Instant::now());
+        assert!(!p.take("old"));
+    }
+}
