@@ -114,3 +114,184 @@ fn baseline_server_answers_pong() {
     let report: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
     assert_eq!(report["results"]["pong"], 100, "{report}");
 }
+
+/// `dialgate` with `args`, `stdin` as its first input line; panics unless it succeeds.
+fn dialgate_ok(args: &[&str], stdin: Option<&str>) -> std::process::Output {
+    use std::io::Write;
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_dialgate"))
+        .args(args)
+        .env_remove("DIALGATE_CONFIG")
+        .env_remove("DIALGATE_DATABASE_URL")
+        .env_remove("DIALGATE_DATA_DIR")
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut input = child.stdin.take().unwrap();
+    if let Some(line) = stdin {
+        writeln!(input, "{line}").unwrap();
+    }
+    drop(input);
+    let output = child.wait_with_output().unwrap();
+    assert!(
+        output.status.success(),
+        "dialgate {args:?} failed:\n{}\n{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    output
+}
+
+#[test]
+fn login_flows_all_succeed() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("login.sqlite3");
+    let db_arg = db.to_string_lossy().into_owned();
+    // Create the schema first (the accounts are written before the server starts).
+    dialgate_ok(&["--database-url", &db_arg, "migrate"], None);
+    let server = ServeProcess::start(
+        &[
+            "--database-url",
+            &db_arg,
+            "--dialin-number",
+            "+861055550100",
+            "--insecure-cookies",
+        ],
+        None,
+    );
+    let http = server.http_addr().to_string();
+    let agi = server.addr.to_string();
+    let output = dialgate_ok(
+        &[
+            "--database-url",
+            &db_arg,
+            "--json",
+            "loadtest",
+            "login",
+            "--prepare",
+            "--target-http",
+            &http,
+            "--target-agi",
+            &agi,
+            "--users",
+            "6",
+            "--concurrency",
+            "3",
+            "--caller-range",
+            "+8613900000000-+8613900000099",
+        ],
+        None,
+    );
+    let report: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+    assert_eq!(report["accounts_prepared"], 6, "{report}");
+    assert_eq!(report["completed"], 6, "{report}");
+    assert_eq!(report["failed"], 0, "{report}");
+    for step in ["login", "sse_open", "call", "verified_event", "session"] {
+        assert!(
+            report["steps"][step]["max_us"].as_u64().unwrap() > 0,
+            "{report}"
+        );
+    }
+}
+
+#[test]
+fn payments_on_a_temporary_password() {
+    const KEY: &str = "00112233445566778899aabbccddeeff";
+    const PASSWORD: &str = "loadtest correct horse 42";
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("pay.sqlite3");
+    let db_arg = db.to_string_lossy().into_owned();
+    let data = dir.path().join("data");
+    let data_arg = data.to_string_lossy().into_owned();
+    let cli = |args: &[&str], stdin: Option<&str>| {
+        let mut all = vec!["--database-url", &db_arg, "--data-dir", &data_arg];
+        all.extend_from_slice(args);
+        dialgate_ok(&all, stdin)
+    };
+    cli(
+        &[
+            "enroll",
+            "--username",
+            "payer",
+            "--phone",
+            "+8613800138000",
+            "--name",
+            "Payer",
+            "--password-stdin",
+        ],
+        Some(PASSWORD),
+    );
+    // 10.00 of balance, 1.00 a payment: ten approved, then insufficient funds.
+    cli(
+        &[
+            "balance",
+            "top-up",
+            "--username",
+            "payer",
+            "--amount",
+            "10.00",
+        ],
+        None,
+    );
+    let issued = cli(
+        &[
+            "--json",
+            "temp-password",
+            "issue",
+            "--username",
+            "payer",
+            "--valid-for",
+            "1h",
+            "--temp-password-key",
+            KEY,
+            "--password-stdin",
+        ],
+        Some(PASSWORD),
+    );
+    let issued: serde_json::Value = serde_json::from_slice(&issued.stdout).unwrap();
+    let temp = issued["password"].as_str().unwrap().to_string();
+    let server = ServeProcess::start(
+        &[
+            "--database-url",
+            &db_arg,
+            "--dialin-number",
+            "+861055550100",
+            "--insecure-cookies",
+            "--temp-password-key",
+            KEY,
+        ],
+        None,
+    );
+    let http = server.http_addr().to_string();
+    let output = dialgate_ok(
+        &[
+            "--json",
+            "loadtest",
+            "payments",
+            "--target-http",
+            &http,
+            "--username",
+            "payer",
+            "--temp-password",
+            &temp,
+            "--payments",
+            "14",
+            "--concurrency",
+            "4",
+            "--amount",
+            "100",
+        ],
+        None,
+    );
+    let report: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+    assert_eq!(report["approved"], 10, "{report}");
+    let declined: u64 = report["declined"]
+        .as_object()
+        .unwrap()
+        .values()
+        .map(|v| v.as_u64().unwrap())
+        .sum();
+    assert_eq!(declined, 4, "{report}");
+    assert!(report["errors"].as_object().unwrap().is_empty(), "{report}");
+}
