@@ -3,6 +3,7 @@
 #![allow(dead_code)]
 
 pub mod ami_server;
+pub mod browser;
 pub mod db;
 
 use std::{

@@ -1,0 +1,708 @@
+//! Headless Chromium for the page tests: Debian's chromium + chromedriver spoken to over
+//! the W3C WebDriver protocol by a small client, and the `dialgate demo` server process.
+
+use std::{
+    env,
+    fs::{self, File},
+    io::{BufRead, BufReader, Read, Write},
+    net::{TcpListener, TcpStream},
+    path::{Path, PathBuf},
+    process::{Child, Command, Stdio},
+    sync::mpsc,
+    thread,
+    time::{Duration, Instant},
+};
+
+use base64::Engine as _;
+use serde_json::{json, Value};
+
+pub const W3C_ELEMENT: &str = "element-6066-11e4-a52e-4f735466cecf";
+
+/// Generous: Argon2id at production parameters runs at every login.
+pub const STEP_TIMEOUT: Duration = Duration::from_secs(60);
+pub const START_TIMEOUT: Duration = Duration::from_secs(120);
+
+pub fn assert_no_horizontal_overflow(wd: &WebDriver, what: &str) {
+    let (scroll, inner) = (
+        wd.exec_f64("return document.documentElement.scrollWidth"),
+        wd.exec_f64("return window.innerWidth"),
+    );
+    assert!(
+        scroll <= inner,
+        "{what}: the page is {scroll} px wide in a {inner} px viewport"
+    );
+}
+
+// ------------------------------------------------------------------ processes
+
+/// A child process killed (and its log shown, when the test is failing) on drop.
+pub struct Proc {
+    pub name: String,
+    pub child: Child,
+    pub log: PathBuf,
+}
+
+impl Proc {
+    pub fn log_tail(&self) -> String {
+        let text = fs::read_to_string(&self.log).unwrap_or_default();
+        let lines: Vec<&str> = text.lines().collect();
+        lines[lines.len().saturating_sub(60)..].join("\n")
+    }
+
+    pub fn exited(&mut self) -> Option<std::process::ExitStatus> {
+        self.child.try_wait().ok().flatten()
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        if thread::panicking() {
+            eprintln!(
+                "----- {} log ({}) -----\n{}\n-----",
+                self.name,
+                self.log.display(),
+                self.log_tail()
+            );
+        }
+    }
+}
+
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+pub fn wait_for_port(proc: &mut Proc, port: u16, deadline: Instant) {
+    loop {
+        if TcpStream::connect(("127.0.0.1", port)).is_ok() {
+            return;
+        }
+        if let Some(status) = proc.exited() {
+            panic!(
+                "{} exited ({status}) before listening on port {port}:\n{}",
+                proc.name,
+                proc.log_tail()
+            );
+        }
+        if Instant::now() > deadline {
+            panic!(
+                "{} did not listen on port {port} in time:\n{}",
+                proc.name,
+                proc.log_tail()
+            );
+        }
+        thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// The server under test: a process that prints the demo credentials on stdout.
+pub struct Server {
+    pub _proc: Proc,
+    pub base_url: String,
+    pub username: String,
+    pub password: String,
+}
+
+pub type DialgateDemo = Server;
+
+impl Server {
+    /// `dialgate --data-dir <tmp> demo --http-listen 127.0.0.1:<p> --agi-listen 127.0.0.1:<p2>`.
+    pub fn start(tmp: &Path) -> Server {
+        let data_dir = tmp.join("data");
+        fs::create_dir_all(&data_dir).unwrap();
+        let http_port = free_port();
+        let agi_port = free_port();
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_dialgate"));
+        cmd.arg("--data-dir")
+            .arg(&data_dir)
+            .arg("demo")
+            .arg("--http-listen")
+            .arg(format!("127.0.0.1:{http_port}"))
+            .arg("--agi-listen")
+            .arg(format!("127.0.0.1:{agi_port}"));
+        for var in [
+            "DIALGATE_CONFIG",
+            "DIALGATE_DATABASE_URL",
+            "DIALGATE_DATA_DIR",
+        ] {
+            cmd.env_remove(var);
+        }
+        Server::spawn("dialgate demo", cmd, tmp, http_port)
+    }
+
+    /// Runs `cmd`, reads the credentials from its stdout, waits for `port` to accept.
+    pub fn spawn(name: &str, mut cmd: Command, tmp: &Path, port: u16) -> Server {
+        let log = tmp.join(format!("{}.log", name.replace([' ', '.'], "-")));
+        let stderr = File::create(&log).unwrap();
+        cmd.stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::from(stderr));
+        let mut child = cmd
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start {name} ({cmd:?}): {e}"));
+        let stdout = child.stdout.take().unwrap();
+        let mut proc = Proc {
+            name: name.to_string(),
+            child,
+            log: log.clone(),
+        };
+
+        // Stdout goes to a channel (for the credentials) and to the log, and keeps being
+        // drained so the server never blocks on a full pipe.
+        let (tx, rx) = mpsc::channel::<String>();
+        let stdout_log = tmp.join(format!("{}.stdout", name.replace([' ', '.'], "-")));
+        thread::spawn(move || {
+            let mut copy = File::create(stdout_log).ok();
+            for line in BufReader::new(stdout).lines() {
+                let Ok(line) = line else { break };
+                if let Some(f) = copy.as_mut() {
+                    let _ = writeln!(f, "{line}");
+                }
+                let _ = tx.send(line);
+            }
+        });
+
+        let deadline = Instant::now() + START_TIMEOUT;
+        let mut username = None;
+        let mut seen = Vec::new();
+        let password = loop {
+            match rx.recv_timeout(Duration::from_millis(200)) {
+                Ok(line) => {
+                    let (u, p) = parse_credentials(&line);
+                    seen.push(line);
+                    if u.is_some() {
+                        username = u;
+                    }
+                    if let Some(p) = p {
+                        break p;
+                    }
+                }
+                Err(mpsc::RecvTimeoutError::Timeout) => {}
+                Err(mpsc::RecvTimeoutError::Disconnected) => {
+                    let _ = proc.child.wait();
+                    panic!(
+                        "{name} closed stdout without printing the demo credentials \
+                         (expected a line like `username: demo  password: <pw>`).\n\
+                         stdout:\n{}\nstderr:\n{}",
+                        seen.join("\n"),
+                        proc.log_tail()
+                    );
+                }
+            }
+            if Instant::now() > deadline {
+                panic!(
+                    "{name} printed no demo credentials within {START_TIMEOUT:?} \
+                     (expected a line like `username: demo  password: <pw>`).\n\
+                     stdout:\n{}\nstderr:\n{}",
+                    seen.join("\n"),
+                    proc.log_tail()
+                );
+            }
+        };
+        wait_for_port(&mut proc, port, deadline);
+        Server {
+            _proc: proc,
+            base_url: format!("http://127.0.0.1:{port}"),
+            username: username.unwrap_or_else(|| "demo".to_string()),
+            password,
+        }
+    }
+}
+
+/// Finds `username`/`user` and `password` values in a line such as
+/// `username: demo  password: s3cret` (also `=`, quotes, backticks, any case).
+pub fn parse_credentials(line: &str) -> (Option<String>, Option<String>) {
+    pub fn value_after(line: &str, keys: &[&str]) -> Option<String> {
+        let lower = line.to_ascii_lowercase();
+        for key in keys {
+            let mut from = 0;
+            while let Some(i) = lower[from..].find(key) {
+                let start = from + i;
+                from = start + key.len();
+                // A whole word: not inside a longer one ("username" holds "name").
+                let before_ok = start == 0 || !lower.as_bytes()[start - 1].is_ascii_alphanumeric();
+                let rest = &line[from..];
+                let after = rest.trim_start_matches([' ', '\t']);
+                let Some(after) = after.strip_prefix([':', '=']) else {
+                    continue;
+                };
+                if !before_ok {
+                    continue;
+                }
+                let value: String = after
+                    .trim_start()
+                    .trim_start_matches(['"', '\'', '`'])
+                    .chars()
+                    .take_while(|c| !c.is_whitespace() && !matches!(c, '"' | '\'' | '`' | ','))
+                    .collect();
+                if !value.is_empty() {
+                    return Some(value);
+                }
+            }
+        }
+        None
+    }
+    (
+        value_after(line, &["username", "user"]),
+        value_after(line, &["password"]),
+    )
+}
+
+// ------------------------------------------------------------------ the browser
+
+pub struct BrowserBinaries {
+    pub chromium: PathBuf,
+    pub chromedriver: PathBuf,
+}
+
+impl BrowserBinaries {
+    pub fn find() -> BrowserBinaries {
+        let chromedriver = find_binary(
+            &["DIALGATE_CHROMEDRIVER", "CHROMEDRIVER"],
+            &["/usr/bin/chromedriver"],
+            &["chromedriver"],
+        );
+        let chromium = find_binary(
+            &["DIALGATE_CHROMIUM", "CHROME_BIN"],
+            &["/usr/bin/chromium"],
+            &["chromium", "chromium-browser", "google-chrome"],
+        );
+        match (chromium, chromedriver) {
+            (Some(chromium), Some(chromedriver)) => BrowserBinaries {
+                chromium,
+                chromedriver,
+            },
+            (chromium, chromedriver) => panic!(
+                "the browser test needs Chromium and chromedriver (found chromium: {chromium:?}, \
+                 chromedriver: {chromedriver:?}). Install them with \
+                 `apt-get install -y chromium chromium-driver`, or point DIALGATE_CHROMIUM and \
+                 DIALGATE_CHROMEDRIVER at them."
+            ),
+        }
+    }
+}
+
+pub fn find_binary(vars: &[&str], paths: &[&str], names: &[&str]) -> Option<PathBuf> {
+    let is_exe = |p: &Path| p.is_file();
+    for var in vars {
+        if let Some(v) = env::var_os(var).filter(|v| !v.is_empty()) {
+            let p = PathBuf::from(v);
+            assert!(is_exe(&p), "{var}={} is not a file", p.display());
+            return Some(p);
+        }
+    }
+    if let Some(p) = paths.iter().map(PathBuf::from).find(|p| is_exe(p)) {
+        return Some(p);
+    }
+    let path = env::var_os("PATH")?;
+    env::split_paths(&path)
+        .flat_map(|dir| names.iter().map(move |n| dir.join(n)))
+        .find(|p| is_exe(p))
+}
+
+pub struct ChromeDriver {
+    pub _proc: Proc,
+    pub addr: String,
+}
+
+impl ChromeDriver {
+    pub fn start(browser: &BrowserBinaries, tmp: &Path) -> ChromeDriver {
+        let port = free_port();
+        let log = tmp.join("chromedriver.log");
+        let mut child = Command::new(&browser.chromedriver);
+        child
+            .arg(format!("--port={port}"))
+            .arg(format!("--log-path={}", log.display()))
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null());
+        let child = child
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start {}: {e}", browser.chromedriver.display()));
+        let mut proc = Proc {
+            name: "chromedriver".into(),
+            child,
+            log,
+        };
+        let addr = format!("127.0.0.1:{port}");
+        let deadline = Instant::now() + Duration::from_secs(30);
+        wait_for_port(&mut proc, port, deadline);
+        loop {
+            if let Ok((200, _, body)) = http_request(&addr, "GET", "/status", None, &[]) {
+                let v: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
+                if v["value"]["ready"] == true {
+                    break;
+                }
+            }
+            assert!(Instant::now() < deadline, "chromedriver never became ready");
+            thread::sleep(Duration::from_millis(100));
+        }
+        ChromeDriver { _proc: proc, addr }
+    }
+}
+
+/// A WebDriver session; deleted (closing the browser) on drop.
+pub struct WebDriver {
+    pub addr: String,
+    pub session: String,
+}
+
+impl WebDriver {
+    pub fn new_session(driver: &ChromeDriver, browser: &BrowserBinaries, tmp: &Path) -> WebDriver {
+        let profile = tmp.join("chromium-profile");
+        fs::create_dir_all(&profile).unwrap();
+        let caps = json!({
+            "capabilities": {
+                "alwaysMatch": {
+                    "browserName": "chrome",
+                    "pageLoadStrategy": "normal",
+                    "timeouts": {"implicit": 0, "pageLoad": 60000, "script": 30000},
+                    "goog:loggingPrefs": {"browser": "ALL"},
+                    "goog:chromeOptions": {
+                        "binary": browser.chromium.to_string_lossy(),
+                        "args": [
+                            "--headless=new",
+                            "--no-sandbox",
+                            "--disable-gpu",
+                            "--disable-dev-shm-usage",
+                            "--no-first-run",
+                            "--no-default-browser-check",
+                            "--disable-background-networking",
+                            "--disable-component-update",
+                            "--disable-sync",
+                            "--disable-extensions",
+                            "--window-size=1280,900",
+                            "--lang=en-US",
+                            format!("--user-data-dir={}", profile.display()),
+                        ]
+                    }
+                }
+            }
+        });
+        let (status, _, body) = http_request(&driver.addr, "POST", "/session", Some(&caps), &[])
+            .expect("POST /session to chromedriver");
+        let v: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
+        let session = v["value"]["sessionId"].as_str().unwrap_or_else(|| {
+            panic!(
+                "chromedriver could not start Chromium ({status}): {}",
+                String::from_utf8_lossy(&body)
+            )
+        });
+        WebDriver {
+            addr: driver.addr.clone(),
+            session: session.to_string(),
+        }
+    }
+
+    /// One command; returns its `value`, panicking with WebDriver's error otherwise.
+    pub fn cmd(&self, method: &str, path: &str, body: Option<Value>) -> Value {
+        self.try_cmd(method, path, body)
+            .unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    pub fn try_cmd(&self, method: &str, path: &str, body: Option<Value>) -> Result<Value, String> {
+        let url = format!("/session/{}{path}", self.session);
+        let body = body.or_else(|| (method == "POST").then(|| json!({})));
+        let (status, _, raw) = http_request(&self.addr, method, &url, body.as_ref(), &[])
+            .map_err(|e| format!("WebDriver {method} {path}: {e}"))?;
+        let v: Value = serde_json::from_slice(&raw).map_err(|e| {
+            format!(
+                "WebDriver {method} {path}: bad JSON ({e}): {}",
+                String::from_utf8_lossy(&raw)
+            )
+        })?;
+        if status != 200 {
+            return Err(format!(
+                "WebDriver {method} {path} -> {status}: {} {}",
+                v["value"]["error"], v["value"]["message"]
+            ));
+        }
+        Ok(v["value"].clone())
+    }
+
+    pub fn goto(&self, url: &str) {
+        self.cmd("POST", "/url", Some(json!({ "url": url })));
+    }
+
+    pub fn refresh(&self) {
+        self.cmd("POST", "/refresh", None);
+    }
+
+    /// A cookie's value (WebDriver sees HttpOnly cookies too).
+    pub fn cookie(&self, name: &str) -> Option<String> {
+        self.try_cmd("GET", &format!("/cookie/{name}"), None)
+            .ok()
+            .and_then(|v| v["value"].as_str().map(str::to_string))
+    }
+
+    pub fn desktop(&self) {
+        self.cdp("Emulation.clearDeviceMetricsOverride", json!({}));
+        self.cmd(
+            "POST",
+            "/window/rect",
+            Some(json!({"width": 1280, "height": 900})),
+        );
+    }
+
+    /// A 320 px wide phone-sized viewport (Chromium's windows cannot be that narrow).
+    pub fn narrow(&self) {
+        self.cdp(
+            "Emulation.setDeviceMetricsOverride",
+            json!({"width": 320, "height": 640, "deviceScaleFactor": 2, "mobile": true}),
+        );
+    }
+
+    /// A Chrome DevTools Protocol command, through chromedriver.
+    pub fn cdp(&self, cmd: &str, params: Value) -> Value {
+        self.cmd(
+            "POST",
+            "/goog/cdp/execute",
+            Some(json!({"cmd": cmd, "params": params})),
+        )
+    }
+
+    pub fn find(&self, css: &str) -> String {
+        let v = self.cmd(
+            "POST",
+            "/element",
+            Some(json!({"using": "css selector", "value": css})),
+        );
+        v[W3C_ELEMENT]
+            .as_str()
+            .unwrap_or_else(|| panic!("no element id for {css}: {v}"))
+            .to_string()
+    }
+
+    pub fn click(&self, css: &str) {
+        let id = self.find(css);
+        self.cmd("POST", &format!("/element/{id}/click"), None);
+    }
+
+    pub fn clear(&self, css: &str) {
+        let id = self.find(css);
+        self.cmd("POST", &format!("/element/{id}/clear"), None);
+    }
+
+    pub fn type_into(&self, css: &str, text: &str) {
+        let id = self.find(css);
+        self.cmd(
+            "POST",
+            &format!("/element/{id}/value"),
+            Some(json!({ "text": text })),
+        );
+    }
+
+    // Text and attributes are read in one script, not by element reference: the page
+    // re-renders list rows, and a reference found a moment earlier may be stale.
+
+    /// The rendered text of the first match (panics when nothing matches).
+    pub fn text(&self, css: &str) -> String {
+        let v = self.exec(
+            "const e = document.querySelector(arguments[0]); return e ? e.innerText : null;",
+            json!([css]),
+        );
+        v.as_str()
+            .unwrap_or_else(|| panic!("no element matches {css}"))
+            .to_string()
+    }
+
+    /// An attribute of the first match; empty when absent (panics when nothing matches).
+    pub fn attribute(&self, css: &str, name: &str) -> String {
+        let v = self.exec(
+            "const e = document.querySelector(arguments[0]);\
+             return e ? (e.getAttribute(arguments[1]) || '') : null;",
+            json!([css, name]),
+        );
+        v.as_str()
+            .unwrap_or_else(|| panic!("no element matches {css}"))
+            .to_string()
+    }
+
+    /// Rendered: present, not `hidden` (nor inside something hidden), with a size.
+    pub fn is_displayed(&self, css: &str) -> bool {
+        self.exec_bool_args(
+            "const e = document.querySelector(arguments[0]);\
+             if (!e) return false;\
+             const r = e.getBoundingClientRect();\
+             return e.getClientRects().length > 0 && r.width > 0 && r.height > 0 \
+                    && getComputedStyle(e).visibility !== 'hidden';",
+            json!([css]),
+        )
+    }
+
+    pub fn exec(&self, script: &str, args: Value) -> Value {
+        self.cmd(
+            "POST",
+            "/execute/sync",
+            Some(json!({"script": script, "args": args})),
+        )
+    }
+
+    pub fn exec_bool_args(&self, script: &str, args: Value) -> bool {
+        self.exec(script, args).as_bool().unwrap_or(false)
+    }
+
+    pub fn exec_bool(&self, script: &str) -> bool {
+        self.exec_bool_args(script, json!([]))
+    }
+
+    pub fn exec_str(&self, script: &str) -> String {
+        let v = self.exec(script, json!([]));
+        v.as_str()
+            .map(str::to_string)
+            .unwrap_or_else(|| v.to_string())
+    }
+
+    pub fn exec_f64(&self, script: &str) -> f64 {
+        let v = self.exec(script, json!([]));
+        v.as_f64()
+            .unwrap_or_else(|| panic!("{script} returned {v}, not a number"))
+    }
+
+    /// Polls `cond` until it holds; on timeout fails showing what the page says.
+    pub fn wait_until(&self, what: &str, mut cond: impl FnMut() -> bool) {
+        let deadline = Instant::now() + STEP_TIMEOUT;
+        loop {
+            if cond() {
+                return;
+            }
+            if Instant::now() > deadline {
+                let text = self.exec_str("return document.body ? document.body.innerText : ''");
+                panic!(
+                    "timed out after {STEP_TIMEOUT:?} waiting for {what}; the page says:\n{text}"
+                );
+            }
+            thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    /// Saves a screenshot and checks it is a PNG; returns its bytes.
+    pub fn screenshot_to(&self, path: &Path) -> Vec<u8> {
+        let b64 = self.cmd("GET", "/screenshot", None);
+        let png = base64::engine::general_purpose::STANDARD
+            .decode(b64.as_str().expect("screenshot is a base64 string"))
+            .expect("screenshot is valid base64");
+        assert!(
+            png.starts_with(b"\x89PNG\r\n\x1a\n"),
+            "the screenshot is not a PNG"
+        );
+        fs::write(path, &png).unwrap();
+        png
+    }
+
+    /// The browser console (chromedriver's log extension); empty if unsupported.
+    pub fn browser_log(&self) -> Vec<Value> {
+        match self.try_cmd("POST", "/se/log", Some(json!({"type": "browser"}))) {
+            Ok(Value::Array(entries)) => entries,
+            Ok(_) => Vec::new(),
+            Err(e) => {
+                eprintln!("note: browser console log unavailable: {e}");
+                Vec::new()
+            }
+        }
+    }
+}
+
+impl Drop for WebDriver {
+    fn drop(&mut self) {
+        let _ = http_request(
+            &self.addr,
+            "DELETE",
+            &format!("/session/{}", self.session),
+            None,
+            &[],
+        );
+    }
+}
+
+// ------------------------------------------------------------------ HTTP/1.1
+
+pub type Headers = Vec<(String, String)>;
+
+pub fn header(headers: &Headers, name: &str) -> Option<String> {
+    headers
+        .iter()
+        .find(|(k, _)| k.eq_ignore_ascii_case(name))
+        .map(|(_, v)| v.clone())
+}
+
+/// One request on a fresh connection: `(status, headers, body)`.
+pub fn http_request(
+    addr: &str,
+    method: &str,
+    path: &str,
+    body: Option<&Value>,
+    extra: &[(&str, &str)],
+) -> std::io::Result<(u16, Headers, Vec<u8>)> {
+    let mut stream = TcpStream::connect(addr)?;
+    stream.set_read_timeout(Some(Duration::from_secs(120)))?;
+    let payload = body.map(|b| b.to_string()).unwrap_or_default();
+    let mut req = format!("{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n");
+    if body.is_some() {
+        req.push_str("Content-Type: application/json; charset=utf-8\r\n");
+    }
+    req.push_str(&format!("Content-Length: {}\r\n", payload.len()));
+    for (k, v) in extra {
+        req.push_str(&format!("{k}: {v}\r\n"));
+    }
+    req.push_str("\r\n");
+    stream.write_all(req.as_bytes())?;
+    stream.write_all(payload.as_bytes())?;
+
+    let bad = |what: &str| std::io::Error::new(std::io::ErrorKind::InvalidData, what.to_string());
+    let mut reader = BufReader::new(stream);
+    let mut line = String::new();
+    reader.read_line(&mut line)?;
+    let status: u16 = line
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .ok_or_else(|| bad(&format!("bad status line {line:?}")))?;
+    let mut headers = Headers::new();
+    loop {
+        line.clear();
+        if reader.read_line(&mut line)? == 0 {
+            break;
+        }
+        let l = line.trim_end();
+        if l.is_empty() {
+            break;
+        }
+        if let Some((k, v)) = l.split_once(':') {
+            headers.push((k.trim().to_string(), v.trim().to_string()));
+        }
+    }
+    let mut out = Vec::new();
+    if method == "HEAD" || status == 204 || status == 304 {
+        return Ok((status, headers, out));
+    }
+    if let Some(len) = header(&headers, "content-length").and_then(|v| v.parse::<usize>().ok()) {
+        out.resize(len, 0);
+        reader.read_exact(&mut out)?;
+    } else if header(&headers, "transfer-encoding")
+        .is_some_and(|v| v.eq_ignore_ascii_case("chunked"))
+    {
+        loop {
+            line.clear();
+            reader.read_line(&mut line)?;
+            let size = usize::from_str_radix(line.trim().split(';').next().unwrap_or(""), 16)
+                .map_err(|_| bad("bad chunk size"))?;
+            if size == 0 {
+                break;
+            }
+            let start = out.len();
+            out.resize(start + size, 0);
+            reader.read_exact(&mut out[start..])?;
+            line.clear();
+            reader.read_line(&mut line)?;
+        }
+    } else {
+        reader.read_to_end(&mut out)?;
+    }
+    Ok((status, headers, out))
+}
