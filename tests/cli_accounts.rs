@@ -860,12 +860,12 @@ fn scenario_import_csv(db: &TestDb) {
 
 fn scenario_migrate(db: &TestDb) {
     // A never-migrated database with --no-migrate: the command fails as a system error
-    // naming the missing table, and creates nothing.
+    // that says what to run, and creates nothing.
     let out = run(db, &["--no-migrate", "accounts", "list"]);
-    expect(&out, 2, "accounts");
+    expect(&out, 2, "lacks migrations");
     let err = stderr(&out);
     assert!(
-        err.contains("no such table: accounts") || err.contains("accounts' doesn't exist"),
+        err.contains("--no-migrate is set: run `dialgate migrate` first"),
         "{err}"
     );
     assert!(!db.has_accounts_table(), "--no-migrate must not migrate");

@@ -155,7 +155,21 @@ impl GlobalArgs {
             migrate: config.migrate_on_start,
             ..OpenOptions::default()
         };
-        Store::open(&config.database_url, &options).map_err(|e| Failure::System(e.into()))
+        let store =
+            Store::open(&config.database_url, &options).map_err(|e| Failure::System(e.into()))?;
+        if !options.migrate {
+            let pending = store
+                .pending_migrations()
+                .map_err(|e| Failure::System(e.into()))?;
+            if !pending.is_empty() {
+                return Err(Failure::System(anyhow::anyhow!(
+                    "{} lacks migrations ({}) and --no-migrate is set: run `dialgate migrate` first",
+                    config.database_url,
+                    pending.join(", ")
+                )));
+            }
+        }
+        Ok(store)
     }
 
     /// Prints `value` as JSON with --json, else the human text.

@@ -265,6 +265,25 @@ impl Store {
         })
     }
 
+    /// Migrations the database still lacks (names), without applying them.
+    pub fn pending_migrations(&self) -> Result<Vec<String>, StoreError> {
+        let failed = |cause: String| StoreError::Migration {
+            backend: self.backend(),
+            url: self.url.to_string(),
+            cause,
+        };
+        let mut conn = self.conn()?;
+        let pending = match &mut *conn {
+            DbConnection::Mysql(c) => c
+                .pending_migrations(MYSQL_MIGRATIONS)
+                .map(|m| m.iter().map(|m| m.name().to_string()).collect()),
+            DbConnection::Sqlite(c) => c
+                .pending_migrations(SQLITE_MIGRATIONS)
+                .map(|m| m.iter().map(|m| m.name().to_string()).collect()),
+        };
+        pending.map_err(|e| failed(e.to_string()))
+    }
+
     /// Applies pending migrations; returns the names of those applied.
     pub fn migrate(&self) -> Result<Vec<String>, StoreError> {
         let mut conn = self.conn()?;
