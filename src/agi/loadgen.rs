@@ -17,14 +17,14 @@ use tokio::{
     net::{TcpSocket, TcpStream},
 };
 
-use super::{peer::CallSpec, peer::MAX_SERVER_LINE, server::RESULT_VARIABLE, Command, Verb};
+use super::{
+    peer::{CallSpec, Channel, MAX_SERVER_LINE},
+    server::RESULT_VARIABLE,
+};
 
 /// Placeholder bytes in the template (never valid in an environment line).
 const CALLER_SLOT: u8 = 0x01;
 const UNIQUEID_SLOT: u8 = 0x02;
-
-/// GET DATA's digit limit when the command gives none (res_agi's default).
-const DEFAULT_GET_DATA_MAX: usize = 1024;
 
 /// An environment block with the caller number and unique id left open.
 #[derive(Debug, Clone)]
@@ -219,140 +219,58 @@ async fn call_inner(
         }
     }
     Ok(LeanOutcome {
-        result: channel.result,
+        result: channel.result(),
         commands: channel.commands,
-        hung_up: channel.dead,
+        hung_up: channel.channel.dead,
     })
 }
 
-/// The simulated channel: res_agi's replies for a channel without audio.
-struct LeanChannel<'a> {
-    options: &'a LeanOptions,
-    dead: bool,
+/// The simulated channel of [`super::peer`], with a fast path for the command every
+/// script sends.
+struct LeanChannel {
+    channel: Channel,
     commands: u32,
-    result: Option<String>,
-    variables: Vec<(String, String)>,
-    digits: std::collections::VecDeque<char>,
 }
 
-impl<'a> LeanChannel<'a> {
-    fn new(options: &'a LeanOptions) -> Self {
+impl LeanChannel {
+    fn new(options: &LeanOptions) -> Self {
         LeanChannel {
-            options,
-            dead: false,
+            channel: Channel::new(&options.channel, options.digits.as_deref(), Vec::new()),
             commands: 0,
-            result: None,
-            variables: Vec::new(),
-            digits: options.digits.as_deref().unwrap_or("").chars().collect(),
         }
     }
 
     /// Writes the reply line(s) to `line` into `out`.
     fn answer(&mut self, line: &str, out: &mut Vec<u8>) {
         self.commands += 1;
-        // Fast path: the plain `SET VARIABLE NAME VALUE` every script ends with.
+        // Fast path: the plain `SET VARIABLE NAME VALUE` every script ends with, answered
+        // without the full command parser.
         if let Some(rest) = line.strip_prefix("SET VARIABLE ") {
             if !rest.contains(['"', '\\']) {
                 let mut words = rest.split_ascii_whitespace();
                 if let (Some(name), Some(value), None) = (words.next(), words.next(), words.next())
                 {
-                    self.set(name, value);
+                    self.channel
+                        .set_variables
+                        .push((name.to_string(), value.to_string()));
                     out.extend_from_slice(b"200 result=1\n");
                     return;
                 }
             }
         }
-        let (reply, hangs_up) = self.slow_answer(line);
-        out.extend_from_slice(reply.as_bytes());
+        let answer = self.channel.answer(line);
+        out.extend_from_slice(answer.line.as_bytes());
         out.push(b'\n');
-        if hangs_up && !self.dead {
-            self.dead = true;
+        if answer.hangs_up && !self.channel.dead {
+            self.channel.dead = true;
             out.extend_from_slice(b"HANGUP\n");
         }
     }
 
-    fn set(&mut self, name: &str, value: &str) {
-        if name == RESULT_VARIABLE {
-            self.result = Some(value.to_string());
-        }
-        self.variables.push((name.to_string(), value.to_string()));
-    }
-
-    fn slow_answer(&mut self, line: &str) -> (String, bool) {
-        let ok = |s: &str| (s.to_string(), false);
-        let Ok(command) = Command::parse(line) else {
-            return ok("510 Invalid or unknown command");
-        };
-        let verb = command.verb();
-        if self.dead && !verb.allowed_on_dead_channel() {
-            return ok("511 Command Not Permitted on a dead channel or intercept routine");
-        }
-        let args = command.args();
-        let (min, max) = verb.arity();
-        if args.len() < min || args.len() > max {
-            return ok("520 Invalid command syntax.  Proper usage not available.");
-        }
-        match verb {
-            Verb::SetVariable => {
-                self.set(&args[0], &args[1]);
-                ok("200 result=1")
-            }
-            Verb::GetVariable => {
-                let found = self
-                    .variables
-                    .iter()
-                    .rev()
-                    .find(|(n, _)| *n == args[0])
-                    .map(|(_, v)| v.clone())
-                    .or_else(|| {
-                        matches!(args[0].as_str(), "CHANNEL" | "CHANNEL(name)")
-                            .then(|| self.options.channel.clone())
-                    });
-                match found {
-                    Some(v) => (format!("200 result=1 ({v})"), false),
-                    None => ok("200 result=0"),
-                }
-            }
-            Verb::GetData => {
-                let max = args
-                    .get(2)
-                    .and_then(|m| m.parse::<usize>().ok())
-                    .filter(|&m| m > 0)
-                    .unwrap_or(DEFAULT_GET_DATA_MAX);
-                let mut typed = String::new();
-                let mut complete = false;
-                while typed.len() < max {
-                    match self.digits.pop_front() {
-                        Some('#') => {
-                            complete = true;
-                            break;
-                        }
-                        Some(d) => typed.push(d),
-                        None => break,
-                    }
-                }
-                complete |= typed.len() >= max;
-                if complete {
-                    (format!("200 result={typed}"), false)
-                } else {
-                    (format!("200 result={typed} (timeout)"), false)
-                }
-            }
-            Verb::WaitForDigit => match self.digits.pop_front() {
-                Some(d) => (format!("200 result={}", d as u32), false),
-                None => ok("200 result=0"),
-            },
-            Verb::StreamFile | Verb::ControlStreamFile => ok("200 result=0 endpos=8000"),
-            Verb::Hangup => {
-                if args.first().is_none_or(|c| *c == self.options.channel) {
-                    ("200 result=1".into(), true)
-                } else {
-                    ok("200 result=-1")
-                }
-            }
-            Verb::Verbose => ok("200 result=1"),
-            _ => ok("200 result=0"),
-        }
+    fn result(&self) -> Option<String> {
+        self.channel
+            .set_variable_value(RESULT_VARIABLE)
+            .map(str::to_string)
     }
 }
 
@@ -404,6 +322,6 @@ mod tests {
             say("STREAM FILE x \"\""),
             "511 Command Not Permitted on a dead channel or intercept routine\n"
         );
-        assert_eq!(ch.result.as_deref(), Some("pong"));
+        assert_eq!(ch.result().as_deref(), Some("pong"));
     }
 }

@@ -256,7 +256,7 @@ pub async fn place_call_observed(
     stream.set_nodelay(true).ok();
     let (read, mut write) = stream.into_split();
     let mut reader = LineReader::new(BufReader::new(read), MAX_SERVER_LINE);
-    let mut channel = Channel::new(spec);
+    let mut channel = Channel::for_spec(spec);
     let mut outcome = CallOutcome {
         exchanges: Vec::new(),
         variables: Vec::new(),
@@ -352,35 +352,72 @@ pub async fn place_call_observed(
     Ok(outcome)
 }
 
-/// The simulated channel's state.
-struct Channel<'a> {
-    spec: &'a CallSpec,
-    answered: bool,
-    dead: bool,
-    set_variables: Vec<(String, String)>,
+/// A simulated channel without audio: res_agi's answers to every command, digits the
+/// caller types, and the channel's own variables. Shared by `place_call` and the load
+/// generator, so both answer exactly alike.
+pub(crate) struct Channel {
+    name: String,
+    /// Variables the channel has before the script sets any (`CALLERID(num)`...).
+    own_variables: Vec<(&'static str, String)>,
+    pub(crate) answered: bool,
+    pub(crate) dead: bool,
+    pub(crate) set_variables: Vec<(String, String)>,
     /// Digits the caller has not typed yet.
     pending_digits: std::collections::VecDeque<char>,
 }
 
-struct Answer {
-    line: String,
+pub(crate) struct Answer {
+    pub(crate) line: String,
     /// This reply hangs the channel up (a HANGUP line follows it).
-    hangs_up: bool,
+    pub(crate) hangs_up: bool,
 }
 
-impl<'a> Channel<'a> {
-    fn new(spec: &'a CallSpec) -> Channel<'a> {
+impl Channel {
+    pub(crate) fn new(
+        name: &str,
+        digits: Option<&str>,
+        own_variables: Vec<(&'static str, String)>,
+    ) -> Channel {
         Channel {
-            spec,
+            name: name.to_string(),
+            own_variables,
             answered: false,
             dead: false,
             set_variables: Vec::new(),
-            pending_digits: spec.digits.as_deref().unwrap_or("").chars().collect(),
+            pending_digits: digits.unwrap_or("").chars().collect(),
         }
     }
 
+    /// The channel `spec` describes, with its caller ID, DNID, unique id and extension.
+    fn for_spec(spec: &CallSpec) -> Channel {
+        let mut own = vec![
+            ("UNIQUEID", spec.uniqueid.clone()),
+            ("EXTEN", spec.extension.clone()),
+            ("CONTEXT", spec.context.clone()),
+        ];
+        for (name, value) in [
+            ("CALLERID(num)", &spec.caller),
+            ("CALLERID(name)", &spec.caller_name),
+            ("CALLERID(dnid)", &spec.dnid),
+        ] {
+            if let Some(value) = value {
+                own.push((name, value.clone()));
+            }
+        }
+        Channel::new(&spec.channel, spec.digits.as_deref(), own)
+    }
+
+    /// The last value the script gave `name`.
+    pub(crate) fn set_variable_value(&self, name: &str) -> Option<&str> {
+        self.set_variables
+            .iter()
+            .rev()
+            .find(|(n, _)| n == name)
+            .map(|(_, v)| v.as_str())
+    }
+
     /// res_agi's answer to one command line.
-    fn answer(&mut self, line: &str) -> Answer {
+    pub(crate) fn answer(&mut self, line: &str) -> Answer {
         let reply = |line: &str| Answer {
             line: line.to_string(),
             hangs_up: false,
@@ -430,7 +467,7 @@ impl<'a> Channel<'a> {
             },
             Verb::StreamFile | Verb::ControlStreamFile => reply("200 result=0 endpos=8000"),
             Verb::Hangup => {
-                let ours = args.first().is_none_or(|c| *c == self.spec.channel);
+                let ours = args.first().is_none_or(|c| *c == self.name);
                 if ours {
                     Answer {
                         line: "200 result=1".into(),
@@ -463,20 +500,16 @@ impl<'a> Channel<'a> {
 
     /// A variable set by the script, or one of the channel's own.
     fn variable(&self, name: &str) -> Option<String> {
-        if let Some((_, value)) = self.set_variables.iter().rev().find(|(n, _)| n == name) {
-            return Some(value.clone());
+        if let Some(value) = self.set_variable_value(name) {
+            return Some(value.to_string());
         }
-        let spec = self.spec;
-        match name {
-            "CALLERID(num)" => spec.caller.clone(),
-            "CALLERID(name)" => spec.caller_name.clone(),
-            "CALLERID(dnid)" => spec.dnid.clone(),
-            "CHANNEL" | "CHANNEL(name)" => Some(spec.channel.clone()),
-            "UNIQUEID" => Some(spec.uniqueid.clone()),
-            "EXTEN" => Some(spec.extension.clone()),
-            "CONTEXT" => Some(spec.context.clone()),
-            _ => None,
+        if matches!(name, "CHANNEL" | "CHANNEL(name)") {
+            return Some(self.name.clone());
         }
+        self.own_variables
+            .iter()
+            .find(|(n, _)| *n == name)
+            .map(|(_, v)| v.clone())
     }
 }
 
@@ -578,7 +611,7 @@ mod tests {
     fn answers_like_res_agi() {
         let mut s = spec();
         s.digits = Some("12#3".into());
-        let mut ch = Channel::new(&s);
+        let mut ch = Channel::for_spec(&s);
         let mut say = |line: &str| ch.answer(line).line;
         assert_eq!(say("FROB"), "510 Invalid or unknown command");
         assert_eq!(say("ANSWER"), "200 result=0");
@@ -608,7 +641,7 @@ mod tests {
     fn get_data_truncates_to_max_and_times_out_short() {
         let mut s = spec();
         s.digits = Some("123456".into());
-        let mut ch = Channel::new(&s);
+        let mut ch = Channel::for_spec(&s);
         assert_eq!(ch.answer("GET DATA beep 3000 4").line, "200 result=1234");
         assert_eq!(
             ch.answer("GET DATA beep 3000 4").line,
@@ -619,7 +652,7 @@ mod tests {
     #[test]
     fn dead_channel_refuses_live_only_verbs() {
         let s = spec();
-        let mut ch = Channel::new(&s);
+        let mut ch = Channel::for_spec(&s);
         let hangup = ch.answer("HANGUP");
         assert!(hangup.hangs_up);
         assert_eq!(hangup.line, "200 result=1");
