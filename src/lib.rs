@@ -6,6 +6,7 @@ pub mod cli;
 pub mod config;
 pub mod dialin;
 pub mod gateway;
+pub mod lines;
 pub mod metrics;
 pub mod phone;
 pub mod store;

@@ -4,6 +4,8 @@
 use bytes::{BufMut, BytesMut};
 use tokio_util::codec::{Decoder, Encoder};
 
+use crate::lines::LineSplitter;
+
 use super::{env::AgiEnv, reply::parse_reply_line, Command, ProtocolError, Reply};
 
 /// Longest line accepted from Asterisk, environment or reply.
@@ -31,11 +33,8 @@ enum State {
 
 #[derive(Debug)]
 pub struct AgiCodec {
-    max_line: usize,
+    lines: LineSplitter,
     max_env: usize,
-    /// How far the buffer was already searched for a line end, so a slow line is not
-    /// rescanned from its start on every segment.
-    scanned: usize,
     state: State,
 }
 
@@ -48,9 +47,8 @@ impl Default for AgiCodec {
 impl AgiCodec {
     pub fn new(max_line: usize, max_env: usize) -> AgiCodec {
         AgiCodec {
-            max_line,
+            lines: LineSplitter::new(max_line),
             max_env,
-            scanned: 0,
             state: State::Env {
                 env: AgiEnv::default(),
                 bytes: 0,
@@ -62,33 +60,6 @@ impl AgiCodec {
     pub fn in_environment(&self) -> bool {
         matches!(self.state, State::Env { .. })
     }
-
-    fn next_line(&mut self, buf: &mut BytesMut) -> Result<Option<BytesMut>, ProtocolError> {
-        match buf[self.scanned..].iter().position(|&b| b == b'\n') {
-            Some(offset) => {
-                let end = self.scanned + offset;
-                self.scanned = 0;
-                let mut line = buf.split_to(end + 1);
-                line.truncate(end);
-                if line.last() == Some(&b'\r') {
-                    line.truncate(end - 1);
-                }
-                if line.len() > self.max_line {
-                    return Err(ProtocolError::LineTooLong {
-                        limit: self.max_line,
-                    });
-                }
-                Ok(Some(line))
-            }
-            None if buf.len() > self.max_line => Err(ProtocolError::LineTooLong {
-                limit: self.max_line,
-            }),
-            None => {
-                self.scanned = buf.len();
-                Ok(None)
-            }
-        }
-    }
 }
 
 impl Decoder for AgiCodec {
@@ -96,7 +67,11 @@ impl Decoder for AgiCodec {
     type Error = ProtocolError;
 
     fn decode(&mut self, buf: &mut BytesMut) -> Result<Option<Frame>, ProtocolError> {
-        while let Some(line) = self.next_line(buf)? {
+        while let Some(line) = self
+            .lines
+            .next_line(buf)
+            .map_err(|e| ProtocolError::LineTooLong { limit: e.limit })?
+        {
             match &mut self.state {
                 State::Env { env, bytes } => {
                     if line.is_empty() {

@@ -4,6 +4,8 @@
 use bytes::{BufMut, BytesMut};
 use tokio_util::codec::{Decoder, Encoder};
 
+use crate::lines::LineSplitter;
+
 use super::{
     message::{parse_banner, parse_line, Line},
     Action, Message, ProtocolError,
@@ -39,10 +41,8 @@ enum Follows {
 
 #[derive(Debug)]
 pub struct AmiCodec {
-    max_line: usize,
+    lines: LineSplitter,
     max_message: usize,
-    /// How far the buffer was already searched for a line end.
-    scanned: usize,
     banner_seen: bool,
     fields: Vec<(String, String)>,
     bytes: usize,
@@ -58,40 +58,12 @@ impl Default for AmiCodec {
 impl AmiCodec {
     pub fn new(max_line: usize, max_message: usize) -> AmiCodec {
         AmiCodec {
-            max_line,
+            lines: LineSplitter::new(max_line),
             max_message,
-            scanned: 0,
             banner_seen: false,
             fields: Vec::new(),
             bytes: 0,
             follows: Follows::No,
-        }
-    }
-
-    fn next_line(&mut self, buf: &mut BytesMut) -> Result<Option<BytesMut>, ProtocolError> {
-        match buf[self.scanned..].iter().position(|&b| b == b'\n') {
-            Some(offset) => {
-                let end = self.scanned + offset;
-                self.scanned = 0;
-                let mut line = buf.split_to(end + 1);
-                line.truncate(end);
-                if line.last() == Some(&b'\r') {
-                    line.truncate(end - 1);
-                }
-                if line.len() > self.max_line {
-                    return Err(ProtocolError::LineTooLong {
-                        limit: self.max_line,
-                    });
-                }
-                Ok(Some(line))
-            }
-            None if buf.len() > self.max_line => Err(ProtocolError::LineTooLong {
-                limit: self.max_line,
-            }),
-            None => {
-                self.scanned = buf.len();
-                Ok(None)
-            }
         }
     }
 
@@ -126,7 +98,11 @@ impl Decoder for AmiCodec {
     type Error = ProtocolError;
 
     fn decode(&mut self, buf: &mut BytesMut) -> Result<Option<Frame>, ProtocolError> {
-        while let Some(line) = self.next_line(buf)? {
+        while let Some(line) = self
+            .lines
+            .next_line(buf)
+            .map_err(|e| ProtocolError::LineTooLong { limit: e.limit })?
+        {
             if !self.banner_seen {
                 if line.is_empty() {
                     continue;

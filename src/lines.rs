@@ -1,0 +1,55 @@
+//! Line framing shared by the AGI and AMI codecs: `\n`-terminated lines (a `\r` before it
+//! dropped), arriving in any TCP segmentation, with a length cap enforced before a whole
+//! over-long line is buffered.
+
+use bytes::BytesMut;
+
+/// A line longer than the cap.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LineTooLong {
+    pub limit: usize,
+}
+
+#[derive(Debug)]
+pub struct LineSplitter {
+    max_line: usize,
+    /// How far the buffer was already searched for a line end, so a slow line is not
+    /// rescanned from its start on every segment.
+    scanned: usize,
+}
+
+impl LineSplitter {
+    pub fn new(max_line: usize) -> LineSplitter {
+        LineSplitter {
+            max_line,
+            scanned: 0,
+        }
+    }
+
+    /// The next complete line, taken out of `buf` without its line end.
+    pub fn next_line(&mut self, buf: &mut BytesMut) -> Result<Option<BytesMut>, LineTooLong> {
+        let too_long = LineTooLong {
+            limit: self.max_line,
+        };
+        match buf[self.scanned..].iter().position(|&b| b == b'\n') {
+            Some(offset) => {
+                let end = self.scanned + offset;
+                self.scanned = 0;
+                let mut line = buf.split_to(end + 1);
+                line.truncate(end);
+                if line.last() == Some(&b'\r') {
+                    line.truncate(end - 1);
+                }
+                if line.len() > self.max_line {
+                    return Err(too_long);
+                }
+                Ok(Some(line))
+            }
+            None if buf.len() > self.max_line => Err(too_long),
+            None => {
+                self.scanned = buf.len();
+                Ok(None)
+            }
+        }
+    }
+}
