@@ -168,9 +168,10 @@ pub fn router(state: Arc<Gateway>) -> Router {
             get(payments::list).post(payments::issue),
         )
         .route("/v1/temp-passwords/list", post(payments::list_post))
-        .route("/v1/temp-passwords/{id}/pause", post(payments::pause))
-        .route("/v1/temp-passwords/{id}/resume", post(payments::resume))
-        .route("/v1/temp-passwords/{id}/revoke", post(payments::revoke))
+        .route(
+            "/v1/temp-passwords/{id}/{change}",
+            post(payments::change_state),
+        )
         .route("/v1/payments", post(payments::pay))
         .route("/v1/balance", get(payments::balance))
         .route("/healthz", get(pages::healthz))

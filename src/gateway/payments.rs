@@ -461,37 +461,22 @@ fn temp_password_id(text: &str) -> Result<i64, ApiError> {
         .ok_or_else(ApiError::not_found)
 }
 
-pub async fn pause(
+/// `POST /v1/temp-passwords/{id}/pause|resume|revoke`.
+pub async fn change_state(
     State(gw): Shared,
-    Path(id): Path<String>,
+    Path((id, change)): Path<(String, String)>,
     ip: ClientIp,
     headers: HeaderMap,
     OptionalJson(body): OptionalJson<OwnerRequest>,
 ) -> Result<Response, ApiError> {
     let id = temp_password_id(&id)?;
-    manage(&gw, &ip, &headers, body, Action::Pause(id)).await
-}
-
-pub async fn resume(
-    State(gw): Shared,
-    Path(id): Path<String>,
-    ip: ClientIp,
-    headers: HeaderMap,
-    OptionalJson(body): OptionalJson<OwnerRequest>,
-) -> Result<Response, ApiError> {
-    let id = temp_password_id(&id)?;
-    manage(&gw, &ip, &headers, body, Action::Resume(id)).await
-}
-
-pub async fn revoke(
-    State(gw): Shared,
-    Path(id): Path<String>,
-    ip: ClientIp,
-    headers: HeaderMap,
-    OptionalJson(body): OptionalJson<OwnerRequest>,
-) -> Result<Response, ApiError> {
-    let id = temp_password_id(&id)?;
-    manage(&gw, &ip, &headers, body, Action::Revoke(id)).await
+    let action = match change.as_str() {
+        "pause" => Action::Pause(id),
+        "resume" => Action::Resume(id),
+        "revoke" => Action::Revoke(id),
+        _ => return Err(ApiError::not_found()),
+    };
+    manage(&gw, &ip, &headers, body, action).await
 }
 
 // ---------------------------------------------------------------------------------------
