@@ -591,24 +591,6 @@
     el.copyButton.classList.remove("is-done");
   }
 
-  function copyFallback(text) {
-    var area = document.createElement("textarea");
-    area.value = text;
-    area.setAttribute("readonly", "");
-    area.className = "offscreen";
-    document.body.appendChild(area);
-    area.select();
-    var ok = false;
-    try {
-      ok = document.execCommand("copy");
-    } catch (e) {
-      ok = false;
-    }
-    document.body.removeChild(area);
-    el.copyButton.focus();
-    return ok;
-  }
-
   function onCopy() {
     var number = (el.dialLink.getAttribute("href") || "").replace(/^tel:/, "");
     if (!number) return;
@@ -619,14 +601,7 @@
       el.copyButton.classList.toggle("is-done", ok);
       copyTimer = setTimeout(resetCopy, 2500);
     }
-    if (navigator.clipboard && window.isSecureContext) {
-      navigator.clipboard.writeText(number).then(
-        function () { done(true); },
-        function () { done(copyFallback(number)); }
-      );
-    } else {
-      done(copyFallback(number));
-    }
+    window.dialgateCopy(number, el.copyButton, done);
   }
 
   // ---------------------------------------------------------------- step 3: signed in

@@ -659,24 +659,6 @@
     el.copy.classList.remove("is-done");
   }
 
-  function copyFallback(text) {
-    var area = document.createElement("textarea");
-    area.value = text;
-    area.setAttribute("readonly", "");
-    area.className = "offscreen";
-    document.body.appendChild(area);
-    area.select();
-    var ok = false;
-    try {
-      ok = document.execCommand("copy");
-    } catch (e) {
-      ok = false;
-    }
-    document.body.removeChild(area);
-    el.copy.focus();
-    return ok;
-  }
-
   function onCopy() {
     var password = el.issuedPassword.textContent;
     if (!password) return;
@@ -687,14 +669,7 @@
       el.copy.classList.toggle("is-done", ok);
       copyTimer = setTimeout(resetCopy, 2500);
     }
-    if (navigator.clipboard && window.isSecureContext) {
-      navigator.clipboard.writeText(password).then(
-        function () { done(true); },
-        function () { done(copyFallback(password)); }
-      );
-    } else {
-      done(copyFallback(password));
-    }
+    window.dialgateCopy(password, el.copy, done);
   }
 
   function onDone() {
