@@ -213,11 +213,7 @@ async fn wait_ami(gate: &Gate, wanted: &str) -> Value {
     }
 }
 
-/// An open SSE response and the text read from it so far.
-struct Sse {
-    body: Incoming,
-    text: String,
-}
+use common::sse::SseReader as Sse;
 
 impl Sse {
     async fn open(gate: &Gate, login: &Login) -> Sse {
@@ -229,39 +225,7 @@ impl Sse {
         )
         .await;
         assert_eq!(response.status(), StatusCode::OK);
-        Sse {
-            body: response.into_body(),
-            text: String::new(),
-        }
-    }
-
-    async fn next(&mut self, within: Duration) -> (String, Value) {
-        let deadline = tokio::time::Instant::now() + within;
-        loop {
-            while let Some(end) = self.text.find("\n\n") {
-                let block: String = self.text[..end].to_string();
-                self.text = self.text[end + 2..].to_string();
-                let name = block.lines().find_map(|l| l.strip_prefix("event: "));
-                let data: String = block
-                    .lines()
-                    .filter_map(|l| l.strip_prefix("data: "))
-                    .collect();
-                if let Some(name) = name {
-                    return (name.to_string(), serde_json::from_str(&data).unwrap());
-                }
-            }
-            let frame = tokio::time::timeout_at(deadline, self.body.frame())
-                .await
-                .unwrap_or_else(|_| panic!("no SSE event within {within:?}: {:?}", self.text));
-            match frame {
-                Some(Ok(frame)) => {
-                    if let Some(data) = frame.data_ref() {
-                        self.text.push_str(std::str::from_utf8(data).unwrap());
-                    }
-                }
-                other => panic!("the SSE stream ended: {other:?} {:?}", self.text),
-            }
-        }
+        Sse::new(response.into_body())
     }
 }
 
