@@ -372,6 +372,18 @@ fn setup(db: &TestDb, extra: &[&str]) -> Gate {
     Gate::start(&db.url(), extra)
 }
 
+/// The `call` audit rows with this verdict that name this challenge.
+fn call_audit_rows(db: &TestDb, verdict: &str, challenge_id: &str) -> i64 {
+    assert!(verdict.bytes().all(|b| b.is_ascii_lowercase() || b == b'_'));
+    assert!(challenge_id
+        .bytes()
+        .all(|b| b.is_ascii_alphanumeric() || b == b'-'));
+    db.query_i64(&format!(
+        "SELECT COUNT(*) AS n FROM audit_events WHERE kind = 'call' AND outcome = '{verdict}' \
+         AND detail LIKE '%\"challenge_id\":\"{challenge_id}\"%'"
+    ))
+}
+
 fn other_pool_number(number: &str) -> &'static str {
     if number == POOL[0] {
         POOL[1]
@@ -408,6 +420,11 @@ async fn scenario_success(db: &TestDb) {
         "same node: SSE woken at once, took {waited:?}"
     );
     assert_eq!(state(&gate, &login).await["state"], "verified");
+    assert_eq!(
+        call_audit_rows(db, "verified", &login.id),
+        1,
+        "the verification is committed with its audit row"
+    );
 
     open_session(&gate, &login).await;
     assert_eq!(state(&gate, &login).await["state"], "consumed");
@@ -430,6 +447,14 @@ async fn scenario_wrong_caller_or_number(db: &TestDb) {
 
     let wrong_caller = call_from(Some(OTHER_PHONE), &login.dial_number);
     assert_eq!(verdict(&gate, &wrong_caller).await, "no_pending");
+    assert_eq!(
+        db.query_i64(
+            "SELECT COUNT(*) AS n FROM audit_events WHERE kind = 'call' AND outcome = 'no_pending' \
+             AND detail LIKE '%\"caller\":\"+8613900139000\"%'"
+        ),
+        1,
+        "a refused call is audited too"
+    );
     assert_eq!(state(&gate, &login).await["state"], "pending");
     let reply = exchange(&gate, &login).await;
     assert_eq!(reply.status, StatusCode::CONFLICT, "{:?}", reply.body);
@@ -617,6 +642,8 @@ async fn scenario_code_mode(db: &TestDb) {
     let outcome = dial(gate.agi, &spec).await;
     assert_eq!(outcome.result.as_deref(), Some("wrong_code"), "{outcome:?}");
     assert!(outcome.answered);
+    assert_eq!(call_audit_rows(db, "verified", &first.id), 1);
+    assert_eq!(call_audit_rows(db, "wrong_code", &second.id), 1);
     let (event, data) = sse.next(Duration::from_secs(3)).await;
     assert_eq!(event, "failed");
     assert_eq!(data["reason"], "wrong_code");

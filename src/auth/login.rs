@@ -350,72 +350,134 @@ impl PendingChallenge {
 /// id, account, code hash, node, attempts, username.
 type PendingRow = (String, i64, Option<String>, Option<String>, i32, String);
 
-/// The newest live pending challenge for this caller on this dial-in number, after
-/// counting the call against it (attempts are counted before evaluation and capped).
-pub fn find_pending_for_call(
+/// What a call to a dial-in number found, decided in one transaction.
+#[derive(Debug)]
+pub enum CallMatch {
+    /// No live pending challenge for this caller on this number, or the call cap was hit.
+    NoPending,
+    /// Counted against a challenge that wants the keypad code: not verified yet.
+    NeedsCode(PendingChallenge),
+    /// Verified by this call.
+    Verified(PendingChallenge),
+}
+
+/// Matches a call against the newest live pending challenge for this caller on this
+/// dial-in number, counts the call against it (before evaluation, capped) and, when no
+/// keypad code is wanted, verifies it. The audit row `audit` returns is written in the
+/// same transaction, so a verification is never without its audit row nor the reverse.
+pub async fn match_call(
     store: &Store,
     settings: &LoginSettings,
-    caller: &E164,
-    dialled: &E164,
-) -> Result<Option<PendingChallenge>, StoreError> {
-    let mut conn = store.conn()?;
-    let now = now_ms();
-    let found = conn.transaction::<_, DieselError, _>(|conn| {
-        // Write first: SQLite then takes its write lock at the start, waiting out the busy
-        // timeout, instead of failing with "database is locked" when a read-then-write
-        // transaction must upgrade its lock while another connection commits.
-        diesel::update(
-            login_challenges::table
+    caller: E164,
+    dialled: E164,
+    audit: impl FnOnce(&CallMatch) -> Option<audit::Event<'static>> + Send + 'static,
+) -> Result<CallMatch, StoreError> {
+    let max_call_attempts = settings.max_call_attempts;
+    store
+        .write(move |conn| {
+            let now = now_ms();
+            let matching = login_challenges::table
                 .filter(login_challenges::caller_e164.eq(caller.as_str()))
                 .filter(login_challenges::dial_number.eq(dialled.as_str()))
-                .filter(login_challenges::status.eq("pending")),
-        )
-        .set(login_challenges::attempts.eq(login_challenges::attempts))
-        .execute(conn)?;
-        let row: Option<PendingRow> = login_challenges::table
-            .inner_join(accounts::table)
-            .filter(login_challenges::caller_e164.eq(caller.as_str()))
-            .filter(login_challenges::dial_number.eq(dialled.as_str()))
-            .filter(login_challenges::status.eq("pending"))
-            .filter(login_challenges::expires_at.gt(now))
-            .filter(accounts::status.eq("active"))
-            .order(login_challenges::created_at.desc())
-            .select((
-                login_challenges::id,
-                login_challenges::account_id,
-                login_challenges::code_hash,
-                login_challenges::node_url,
-                login_challenges::attempts,
-                accounts::username,
-            ))
-            .first(conn)
-            .optional()?;
-        let Some((id, account_id, code_hash, node_url, attempts, username)) = row else {
-            return Ok(None);
-        };
-        let attempts = attempts + 1;
-        let over = attempts > settings.max_call_attempts;
-        diesel::update(login_challenges::table.find(&id))
-            .set((
-                login_challenges::attempts.eq(attempts),
-                login_challenges::status.eq(if over { "failed" } else { "pending" }),
-                login_challenges::failure_reason.eq(over.then_some("too_many_calls")),
-            ))
-            .execute(conn)?;
-        Ok((!over).then_some(PendingChallenge {
-            id,
-            account_id,
-            username,
-            code_hash,
-            node_url,
-            attempts,
-        }))
-    })?;
-    Ok(found)
+                .filter(login_challenges::status.eq("pending"));
+            if matches!(conn, DbConnection::Mysql(_)) {
+                // InnoDB: lock the caller's pending rows before reading them, so two calls
+                // of one caller take turns (SQLite's BEGIN IMMEDIATE already serialises).
+                diesel::update(matching.clone())
+                    .set(login_challenges::attempts.eq(login_challenges::attempts))
+                    .execute(conn)?;
+            }
+            let row: Option<PendingRow> = matching
+                .inner_join(accounts::table)
+                .filter(login_challenges::expires_at.gt(now))
+                .filter(accounts::status.eq("active"))
+                .order(login_challenges::created_at.desc())
+                .select((
+                    login_challenges::id,
+                    login_challenges::account_id,
+                    login_challenges::code_hash,
+                    login_challenges::node_url,
+                    login_challenges::attempts,
+                    accounts::username,
+                ))
+                .first(conn)
+                .optional()?;
+            let found = match row {
+                None => CallMatch::NoPending,
+                Some((id, account_id, code_hash, node_url, attempts, username)) => {
+                    let attempts = attempts + 1;
+                    let over = attempts > max_call_attempts;
+                    let verify_now = !over && code_hash.is_none();
+                    let status = match (over, verify_now) {
+                        (true, _) => "failed",
+                        (false, true) => "verified",
+                        (false, false) => "pending",
+                    };
+                    diesel::update(login_challenges::table.find(&id))
+                        .set((
+                            login_challenges::attempts.eq(attempts),
+                            login_challenges::status.eq(status),
+                            login_challenges::failure_reason.eq(over.then_some("too_many_calls")),
+                            login_challenges::verified_at.eq(verify_now.then_some(now)),
+                        ))
+                        .execute(conn)?;
+                    let pending = PendingChallenge {
+                        id,
+                        account_id,
+                        username,
+                        code_hash,
+                        node_url,
+                        attempts,
+                    };
+                    match (over, verify_now) {
+                        (true, _) => CallMatch::NoPending,
+                        (false, true) => CallMatch::Verified(pending),
+                        (false, false) => CallMatch::NeedsCode(pending),
+                    }
+                }
+            };
+            if let Some(event) = audit(&found) {
+                audit::record(conn, event)?;
+            }
+            Ok(found)
+        })
+        .await
+}
+
+/// After the keypad code of a [`CallMatch::NeedsCode`] call: PENDING -> VERIFIED when
+/// the code was right, PENDING -> FAILED (`wrong_code`) when not, with the call's audit
+/// row in the same transaction. `true` when this call changed the challenge (`false`:
+/// it expired or was settled by another call meanwhile).
+pub async fn settle_code(
+    store: &Store,
+    challenge_id: String,
+    code_right: bool,
+    audit: impl FnOnce(bool) -> audit::Event<'static> + Send + 'static,
+) -> Result<bool, StoreError> {
+    store
+        .write(move |conn| {
+            let changed = if code_right {
+                set_verified(conn, &challenge_id)?
+            } else {
+                set_failed(conn, &challenge_id, "wrong_code")?
+            };
+            audit::record(conn, audit(changed))?;
+            Ok(changed)
+        })
+        .await
 }
 
 /// PENDING -> VERIFIED, only if still pending and unexpired. `true` when this call did it.
 pub fn mark_verified(store: &Store, challenge_id: &str) -> Result<bool, StoreError> {
+    Ok(set_verified(&mut *store.conn()?, challenge_id)?)
+}
+
+/// PENDING -> FAILED with a reason the browser is shown (e.g. `wrong_code`).
+pub fn mark_failed(store: &Store, challenge_id: &str, reason: &str) -> Result<bool, StoreError> {
+    Ok(set_failed(&mut *store.conn()?, challenge_id, reason)?)
+}
+
+fn set_verified(conn: &mut DbConnection, challenge_id: &str) -> Result<bool, DieselError> {
     let now = now_ms();
     let changed = diesel::update(
         login_challenges::table
@@ -427,12 +489,15 @@ pub fn mark_verified(store: &Store, challenge_id: &str) -> Result<bool, StoreErr
         login_challenges::status.eq("verified"),
         login_challenges::verified_at.eq(Some(now)),
     ))
-    .execute(&mut *store.conn()?)?;
+    .execute(conn)?;
     Ok(changed == 1)
 }
 
-/// PENDING -> FAILED with a reason the browser is shown (e.g. `wrong_code`).
-pub fn mark_failed(store: &Store, challenge_id: &str, reason: &str) -> Result<bool, StoreError> {
+fn set_failed(
+    conn: &mut DbConnection,
+    challenge_id: &str,
+    reason: &str,
+) -> Result<bool, DieselError> {
     let changed = diesel::update(
         login_challenges::table
             .find(challenge_id)
@@ -442,7 +507,7 @@ pub fn mark_failed(store: &Store, challenge_id: &str, reason: &str) -> Result<bo
         login_challenges::status.eq("failed"),
         login_challenges::failure_reason.eq(Some(reason)),
     ))
-    .execute(&mut *store.conn()?)?;
+    .execute(conn)?;
     Ok(changed == 1)
 }
 

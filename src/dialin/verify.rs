@@ -17,7 +17,7 @@ use crate::{
         signal::ChallengeSignal,
     },
     metrics::Metrics,
-    phone::{self, PhoneError, Region, E164},
+    phone::{self, PhoneError, Region},
     store::Store,
 };
 
@@ -129,7 +129,7 @@ pub struct Verify {
 }
 
 /// What one call said about itself, for the audit row.
-#[derive(Debug, Default, serde::Serialize)]
+#[derive(Debug, Clone, Default, serde::Serialize)]
 struct CallFacts {
     caller: Option<String>,
     presentation: Option<u8>,
@@ -154,10 +154,32 @@ async fn blocking<T: Send + 'static>(
     Ok(tokio::task::spawn_blocking(work).await??)
 }
 
+/// The call's audit row.
+fn call_event(facts: &CallFacts, verdict: Verdict) -> audit::Event<'static> {
+    audit::Event::new("call", verdict.as_str())
+        .detail(serde_json::to_value(facts).unwrap_or_default())
+}
+
+/// A verdict, and whether its audit row is already written (in the verdict's own
+/// transaction).
+struct Judged {
+    verdict: Verdict,
+    audited: bool,
+}
+
+impl From<Verdict> for Judged {
+    fn from(verdict: Verdict) -> Judged {
+        Judged {
+            verdict,
+            audited: false,
+        }
+    }
+}
+
 impl Verify {
     async fn handle(self: Arc<Self>, mut call: AgiCall) -> anyhow::Result<()> {
         let started = Instant::now();
-        let env = call.env().clone();
+        let env = call.env();
         let mut facts = CallFacts {
             caller: env.get("agi_callerid"),
             presentation: env.calling_pres(),
@@ -171,12 +193,12 @@ impl Verify {
                 facts.detail = Some(format!("answer failed: {e}"));
             }
         }
-        let verdict = match self.judge(&mut call, &mut facts).await {
-            Ok(verdict) => verdict,
+        let Judged { verdict, audited } = match self.judge(&mut call, &mut facts).await {
+            Ok(judged) => judged,
             Err(e) => {
                 warn!(error = %format!("{e:#}"), "verify failed closed");
                 facts.detail = Some(format!("{e:#}"));
-                Verdict::Error
+                Verdict::Error.into()
             }
         };
         if let Err(e) = call.set_variable(RESULT_VARIABLE, verdict.as_str()).await {
@@ -192,26 +214,25 @@ impl Verify {
         self.metrics
             .call(verdict.as_str(), started.elapsed().as_secs_f64());
         info!(result = verdict.as_str(), caller = ?facts.caller, "verify call");
-        let store = self.store.clone();
-        let audited = blocking(move || {
-            let mut conn = store.conn()?;
-            let detail = serde_json::to_value(&facts).unwrap_or_default();
-            audit::record(
-                &mut conn,
-                audit::Event::new("call", verdict.as_str()).detail(detail),
-            )
-            .map_err(Into::into)
-        })
-        .await;
-        if let Err(e) = audited {
-            warn!(error = %format!("{e:#}"), "could not write the call's audit row");
+        if !audited {
+            let store = self.store.clone();
+            let written = blocking(move || {
+                audit::record(&mut *store.conn()?, call_event(&facts, verdict)).map_err(Into::into)
+            })
+            .await;
+            if let Err(e) = written {
+                warn!(error = %format!("{e:#}"), "could not write the call's audit row");
+            }
         }
         call.close().await;
         Ok(())
     }
 
-    async fn judge(&self, call: &mut AgiCall, facts: &mut CallFacts) -> anyhow::Result<Verdict> {
-        let env = call.env().clone();
+    /// Decides the call. The store is reached once for a call without a keypad code
+    /// (match, verify and audit row in one transaction) and twice with one (the caller
+    /// types between the two).
+    async fn judge(&self, call: &mut AgiCall, facts: &mut CallFacts) -> anyhow::Result<Judged> {
+        let env = call.env();
         if !self.config.trusted_trunks.is_empty() {
             let trusted =
                 env.channel_technology_endpoint()
@@ -221,20 +242,20 @@ impl Verify {
                         })
                     });
             if !trusted {
-                return Ok(Verdict::Untrusted);
+                return Ok(Verdict::Untrusted.into());
             }
         }
         // Unknown presentation is treated like a withheld number: fail closed.
         if env.presentation() != Some(Presentation::Allowed) {
-            return Ok(Verdict::Withheld);
+            return Ok(Verdict::Withheld.into());
         }
         let Some(caller_text) = env.caller_number() else {
-            return Ok(Verdict::Withheld);
+            return Ok(Verdict::Withheld.into());
         };
         let caller = match phone::normalize(&caller_text, self.config.default_region) {
             Ok(number) => number,
-            Err(PhoneError::Withheld | PhoneError::Empty) => return Ok(Verdict::Withheld),
-            Err(_) => return Ok(Verdict::InvalidNumber),
+            Err(PhoneError::Withheld | PhoneError::Empty) => return Ok(Verdict::Withheld.into()),
+            Err(_) => return Ok(Verdict::InvalidNumber.into()),
         };
         facts.caller = Some(caller.to_string());
         let dialled_text = env
@@ -245,41 +266,73 @@ impl Verify {
         let Some(Ok(dialled)) =
             dialled_text.map(|d| phone::normalize(&d, self.config.default_region))
         else {
-            return Ok(Verdict::InvalidNumber);
+            return Ok(Verdict::InvalidNumber.into());
         };
         facts.dialled = Some(dialled.to_string());
-        let Some(pending) = self.find_pending(caller, dialled).await? else {
-            return Ok(Verdict::NoPending);
-        };
-        facts.challenge_id = Some(pending.id.clone());
-        if pending.needs_code() && !self.code_entered(call, &pending).await? {
-            let store = self.store.clone();
-            let id = pending.id.clone();
-            if blocking(move || login::mark_failed(&store, &id, "wrong_code")).await? {
+
+        let audit_facts = facts.clone();
+        let found = login::match_call(
+            &self.store,
+            &self.config.login,
+            caller,
+            dialled,
+            move |found| {
+                let (verdict, challenge_id) = match found {
+                    login::CallMatch::NeedsCode(_) => return None,
+                    login::CallMatch::NoPending => (Verdict::NoPending, None),
+                    login::CallMatch::Verified(p) => (Verdict::Verified, Some(p.id.clone())),
+                };
+                let facts = CallFacts {
+                    challenge_id,
+                    ..audit_facts
+                };
+                Some(call_event(&facts, verdict))
+            },
+        )
+        .await?;
+        let pending = match found {
+            login::CallMatch::NoPending => {
+                return Ok(Judged {
+                    verdict: Verdict::NoPending,
+                    audited: true,
+                })
+            }
+            login::CallMatch::Verified(pending) => {
+                facts.challenge_id = Some(pending.id.clone());
                 self.signal
                     .challenge_changed(&pending.id, pending.node_url.as_deref());
+                return Ok(Judged {
+                    verdict: Verdict::Verified,
+                    audited: true,
+                });
             }
-            return Ok(Verdict::WrongCode);
+            login::CallMatch::NeedsCode(pending) => pending,
+        };
+        facts.challenge_id = Some(pending.id.clone());
+        let code_right = self.code_entered(call, &pending).await?;
+        let audit_facts = facts.clone();
+        let verdict = move |changed| match (code_right, changed) {
+            (true, true) => Verdict::Verified,
+            // Expired or settled by a concurrent call in between.
+            (true, false) => Verdict::NoPending,
+            (false, _) => Verdict::WrongCode,
+        };
+        let changed = login::settle_code(
+            &self.store,
+            pending.id.clone(),
+            code_right,
+            move |changed| call_event(&audit_facts, verdict(changed)),
+        )
+        .await?;
+        let verdict = verdict(changed);
+        if changed {
+            self.signal
+                .challenge_changed(&pending.id, pending.node_url.as_deref());
         }
-        let store = self.store.clone();
-        let id = pending.id.clone();
-        if !blocking(move || login::mark_verified(&store, &id)).await? {
-            // Expired or verified by a concurrent call in between.
-            return Ok(Verdict::NoPending);
-        }
-        self.signal
-            .challenge_changed(&pending.id, pending.node_url.as_deref());
-        Ok(Verdict::Verified)
-    }
-
-    async fn find_pending(
-        &self,
-        caller: E164,
-        dialled: E164,
-    ) -> anyhow::Result<Option<PendingChallenge>> {
-        let store = self.store.clone();
-        let settings = self.config.login.clone();
-        blocking(move || login::find_pending_for_call(&store, &settings, &caller, &dialled)).await
+        Ok(Judged {
+            verdict,
+            audited: true,
+        })
     }
 
     /// Asks for the keypad code; `false` for a wrong code, silence or a hang-up.

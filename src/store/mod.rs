@@ -4,10 +4,12 @@
 
 pub mod models;
 pub mod schema;
+mod writer;
 
 use std::{
     fmt,
     path::{Path, PathBuf},
+    sync::{Arc, OnceLock},
     time::Duration,
 };
 
@@ -16,6 +18,7 @@ use diesel::{
     sqlite::SqliteConnection, Connection,
 };
 use diesel_migrations::{embed_migrations, EmbeddedMigrations, MigrationHarness};
+use writer::SqliteWriter;
 
 const MYSQL_MIGRATIONS: EmbeddedMigrations = embed_migrations!("src/store/migrations/mysql");
 const SQLITE_MIGRATIONS: EmbeddedMigrations = embed_migrations!("src/store/migrations/sqlite");
@@ -56,6 +59,8 @@ pub enum StoreError {
     },
     #[error(transparent)]
     Query(#[from] diesel::result::Error),
+    #[error("write not committed: {0}")]
+    Writer(String),
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -226,6 +231,8 @@ impl Default for OpenOptions {
 pub struct Store {
     pool: Pool,
     url: DatabaseUrl,
+    /// Started on the first [`Store::write`] to a SQLite database.
+    sqlite_writer: Arc<OnceLock<SqliteWriter>>,
 }
 
 impl Store {
@@ -245,6 +252,7 @@ impl Store {
         Ok(Store {
             pool,
             url: url.clone(),
+            sqlite_writer: Arc::default(),
         })
     }
 
@@ -263,6 +271,39 @@ impl Store {
             url: self.url.to_string(),
             cause: e.to_string(),
         })
+    }
+
+    /// Runs `work` in a write transaction and answers once it is committed (`Ok`) or
+    /// rolled back (`Err`). On SQLite the process's writer thread runs it, in a savepoint
+    /// of a `BEGIN IMMEDIATE` transaction that several jobs may share (group commit, see
+    /// `writer.rs`); on MySQL it gets a pooled connection and a transaction of its own on
+    /// a blocking thread. `work` must not wait for another write.
+    pub async fn write<T, E>(
+        &self,
+        work: impl FnOnce(&mut DbConnection) -> Result<T, E> + Send + 'static,
+    ) -> Result<T, E>
+    where
+        T: Send + 'static,
+        E: From<StoreError> + From<diesel::result::Error> + Send + 'static,
+    {
+        match self.url {
+            DatabaseUrl::Sqlite(_) => {
+                let writer = match self.sqlite_writer.get() {
+                    Some(writer) => writer,
+                    None => {
+                        let started = SqliteWriter::start(self.url.clone())?;
+                        self.sqlite_writer.get_or_init(|| started)
+                    }
+                };
+                writer.write(work).await
+            }
+            DatabaseUrl::Mysql(_) => {
+                let store = self.clone();
+                tokio::task::spawn_blocking(move || (*store.conn()?).transaction(work))
+                    .await
+                    .map_err(|e| StoreError::Writer(format!("a write job failed: {e}")))?
+            }
+        }
     }
 
     /// Migrations the database still lacks (names), without applying them.
