@@ -52,8 +52,20 @@ impl<'a> Event<'a> {
 }
 
 pub fn record(conn: &mut DbConnection, event: Event<'_>) -> Result<(), DieselError> {
+    let row = event.row;
+    // Every column bound (NULL included), not `.values(&row)`: diesel writes absent
+    // options as DEFAULT, so the SQL varied with the event and was prepared anew each time.
     diesel::insert_into(audit_events::table)
-        .values(&event.row)
+        .values((
+            audit_events::at.eq(row.at),
+            audit_events::kind.eq(row.kind),
+            audit_events::outcome.eq(row.outcome),
+            audit_events::reason.eq(row.reason),
+            audit_events::account_id.eq(row.account_id),
+            audit_events::username.eq(row.username),
+            audit_events::client_ip.eq(row.client_ip),
+            audit_events::detail.eq(row.detail),
+        ))
         .execute(conn)?;
     Ok(())
 }
