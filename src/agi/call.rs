@@ -38,6 +38,13 @@ pub enum CallError {
 ///
 /// [`let_asterisk_judge_dead_channel`]: AgiCall::let_asterisk_judge_dead_channel
 pub struct AgiCall {
+    // Boxed: scripts take the call by value and keep it in their futures for the whole
+    // call (an async fn often stores a by-value argument twice), so a one-pointer handle
+    // keeps every held call's futures small.
+    state: Box<CallState>,
+}
+
+struct CallState {
     env: AgiEnv,
     framed: Framed<TcpStream, AgiCodec>,
     peer: SocketAddr,
@@ -52,44 +59,47 @@ impl AgiCall {
     /// Wraps a connection whose environment block has already been read.
     pub fn new(env: AgiEnv, framed: Framed<TcpStream, AgiCodec>, peer: SocketAddr) -> AgiCall {
         AgiCall {
-            env,
-            framed,
-            peer,
-            dead: false,
-            closed: false,
-            broken: false,
-            strict_dead_channel: true,
-            command_timeout: DEFAULT_COMMAND_TIMEOUT,
+            state: Box::new(CallState {
+                env,
+                framed,
+                peer,
+                dead: false,
+                closed: false,
+                broken: false,
+                strict_dead_channel: true,
+                command_timeout: DEFAULT_COMMAND_TIMEOUT,
+            }),
         }
     }
 
     pub fn env(&self) -> &AgiEnv {
-        &self.env
+        &self.state.env
     }
 
     pub fn peer(&self) -> SocketAddr {
-        self.peer
+        self.state.peer
     }
 
     /// Whether the caller has hung up (a `HANGUP` line, a 511 reply, our own successful
     /// HANGUP, or the connection closing).
     pub fn is_dead(&self) -> bool {
-        self.dead
+        self.state.dead
     }
 
     pub fn set_command_timeout(&mut self, timeout: Duration) {
-        self.command_timeout = timeout;
+        self.state.command_timeout = timeout;
     }
 
     /// Write every command even after a hangup and let Asterisk answer 511, as scripts
     /// written for other AGI libraries expect. Off by default.
     pub fn let_asterisk_judge_dead_channel(&mut self, yes: bool) {
-        self.strict_dead_channel = !yes;
+        self.state.strict_dead_channel = !yes;
     }
 
     /// Sends a command and waits for its reply with the call's command timeout.
     pub async fn send(&mut self, command: &Command) -> Result<Reply, CallError> {
-        self.send_with_timeout(command, self.command_timeout).await
+        self.send_with_timeout(command, self.state.command_timeout)
+            .await
     }
 
     /// Sends a command and returns the 200 response, or an error naming what Asterisk
@@ -103,29 +113,29 @@ impl AgiCall {
         command: &Command,
         timeout: Duration,
     ) -> Result<Reply, CallError> {
-        if self.broken {
+        if self.state.broken {
             return Err(CallError::Broken);
         }
         self.take_pending_events()?;
         let verb = command.verb();
-        if self.dead && self.strict_dead_channel && !verb.allowed_on_dead_channel() {
+        if self.state.dead && self.state.strict_dead_channel && !verb.allowed_on_dead_channel() {
             return Err(CallError::ChannelDead(verb.words()));
         }
-        if self.closed {
+        if self.state.closed {
             return Err(CallError::Closed);
         }
         let exchange = async {
-            self.framed.send(command).await?;
+            self.state.framed.send(command).await?;
             loop {
-                match self.framed.next().await {
-                    Some(Ok(Frame::Hangup)) => self.dead = true,
+                match self.state.framed.next().await {
+                    Some(Ok(Frame::Hangup)) => self.state.dead = true,
                     Some(Ok(Frame::Reply(Reply::Trying))) => {}
                     Some(Ok(Frame::Reply(reply))) => return Ok(reply),
                     Some(Ok(frame @ Frame::Env(_))) => return Err(CallError::Unsolicited(frame)),
                     Some(Err(e)) => return Err(CallError::Protocol(e)),
                     None => {
-                        self.closed = true;
-                        self.dead = true;
+                        self.state.closed = true;
+                        self.state.dead = true;
                         return Err(CallError::Closed);
                     }
                 }
@@ -139,14 +149,14 @@ impl AgiCall {
             }),
         };
         match &outcome {
-            Ok(Reply::DeadChannel) => self.dead = true,
+            Ok(Reply::DeadChannel) => self.state.dead = true,
             Ok(Reply::Success(r)) if verb == Verb::Hangup && command.args().is_empty() => {
                 // Our own HANGUP of this channel succeeded: it is dead from now on.
-                self.dead |= r.result == "1";
+                self.state.dead |= r.result == "1";
             }
             Ok(_) | Err(CallError::ChannelDead(_)) | Err(CallError::Closed) => {}
             // A late reply would be taken for the next command's: stop using the call.
-            Err(_) => self.broken = true,
+            Err(_) => self.state.broken = true,
         }
         outcome
     }
@@ -154,20 +164,20 @@ impl AgiCall {
     /// Consumes `HANGUP` lines (and EOF) that arrived while no command was in flight,
     /// without waiting for more.
     fn take_pending_events(&mut self) -> Result<(), CallError> {
-        while !self.closed {
-            match self.framed.next().now_or_never() {
+        while !self.state.closed {
+            match self.state.framed.next().now_or_never() {
                 None => break,
-                Some(Some(Ok(Frame::Hangup))) => self.dead = true,
+                Some(Some(Ok(Frame::Hangup))) => self.state.dead = true,
                 Some(None) => {
-                    self.closed = true;
-                    self.dead = true;
+                    self.state.closed = true;
+                    self.state.dead = true;
                 }
                 Some(Some(Ok(frame))) => {
-                    self.broken = true;
+                    self.state.broken = true;
                     return Err(CallError::Unsolicited(frame));
                 }
                 Some(Some(Err(e))) => {
-                    self.broken = true;
+                    self.state.broken = true;
                     return Err(e.into());
                 }
             }
@@ -185,7 +195,18 @@ impl AgiCall {
     /// Ends the AGI: flushes what was written and closes the connection, so the dialplan
     /// continues after `AGI()`.
     pub async fn close(mut self) {
-        let _ = self.framed.flush().await;
-        let _ = tokio::io::AsyncWriteExt::shutdown(self.framed.get_mut()).await;
+        let _ = self.state.framed.flush().await;
+        let _ = tokio::io::AsyncWriteExt::shutdown(self.state.framed.get_mut()).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_call_is_one_pointer() {
+        // Scripts' futures hold it for the whole call (see `AgiCall::state`).
+        assert_eq!(std::mem::size_of::<AgiCall>(), std::mem::size_of::<usize>());
     }
 }

@@ -75,7 +75,8 @@ impl Decoder for AgiCodec {
             match &mut self.state {
                 State::Env { env, bytes } => {
                     if line.is_empty() {
-                        let env = std::mem::take(env);
+                        let mut env = std::mem::take(env);
+                        env.shrink_to_fit();
                         self.state = State::Replies { usage: None };
                         return Ok(Some(Frame::Env(env)));
                     }

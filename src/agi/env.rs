@@ -12,9 +12,37 @@ use super::ProtocolError;
 /// One parsed environment block. Every line is kept in order (unknown keys included,
 /// values as raw bytes because carriers send non-UTF-8 caller names); the keys Asterisk
 /// types are offered through typed accessors.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+///
+/// A call keeps its environment for as long as it lasts, so it is stored compactly: all
+/// keys and values back to back in one buffer, and where each line's key and value end
+/// (two heap blocks per call rather than two per line).
+#[derive(Clone, Default, PartialEq, Eq)]
 pub struct AgiEnv {
-    entries: Vec<(String, Vec<u8>)>,
+    text: Vec<u8>,
+    lines: Vec<LineEnds>,
+}
+
+/// Where one line's key and value end in `AgiEnv::text`; the key starts where the
+/// previous line's value ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct LineEnds {
+    key: u32,
+    value: u32,
+}
+
+/// Shown as the list of lines, as when the lines were stored one by one.
+impl std::fmt::Debug for AgiEnv {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        struct Entries<'a>(&'a AgiEnv);
+        impl std::fmt::Debug for Entries<'_> {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.debug_list().entries(self.0.entries()).finish()
+            }
+        }
+        f.debug_struct("AgiEnv")
+            .field("entries", &Entries(self))
+            .finish()
+    }
 }
 
 /// A caller ID as Asterisk 1.0/1.2 sent it (`"Name" <1234>`) or as later versions do
@@ -107,30 +135,65 @@ impl AgiEnv {
         for line in lines {
             env.push_line(line)?;
         }
+        env.shrink_to_fit();
         Ok(env)
     }
 
     pub(crate) fn push_line(&mut self, line: &[u8]) -> Result<(), ProtocolError> {
         let (key, value) = parse_env_line(line)?;
-        self.entries.push((key.to_string(), value.to_vec()));
+        let key_end = self.text.len() + key.len();
+        // u32 offsets keep the index small; the codec caps a block far below 4 GiB.
+        let (Ok(key_end), Ok(value_end)) =
+            (u32::try_from(key_end), u32::try_from(key_end + value.len()))
+        else {
+            return Err(ProtocolError::EnvTooLarge {
+                limit: u32::MAX as usize,
+            });
+        };
+        self.text.extend_from_slice(key.as_bytes());
+        self.text.extend_from_slice(value);
+        self.lines.push(LineEnds {
+            key: key_end,
+            value: value_end,
+        });
         Ok(())
+    }
+
+    /// Gives back the spare capacity left by growing: called once the block is complete,
+    /// since the environment then lives as long as the call.
+    pub(crate) fn shrink_to_fit(&mut self) {
+        self.text.shrink_to_fit();
+        self.lines.shrink_to_fit();
+    }
+
+    /// Keys and values as bytes, in arrival order.
+    fn raw_entries(&self) -> impl Iterator<Item = (&[u8], &[u8])> {
+        let mut start = 0;
+        self.lines.iter().map(move |ends| {
+            let (key_end, value_end) = (ends.key as usize, ends.value as usize);
+            let entry = (&self.text[start..key_end], &self.text[key_end..value_end]);
+            start = value_end;
+            entry
+        })
     }
 
     /// Every line in arrival order, unknown keys included.
     pub fn entries(&self) -> impl Iterator<Item = (&str, &[u8])> {
-        self.entries.iter().map(|(k, v)| (k.as_str(), v.as_slice()))
+        self.raw_entries().map(|(key, value)| {
+            let key = std::str::from_utf8(key).expect("parse_env_line accepts ASCII keys only");
+            (key, value)
+        })
     }
 
     pub fn is_empty(&self) -> bool {
-        self.entries.is_empty()
+        self.lines.is_empty()
     }
 
     /// The raw value of the first line with this key.
     pub fn get_raw(&self, key: &str) -> Option<&[u8]> {
-        self.entries
-            .iter()
-            .find(|(k, _)| k == key)
-            .map(|(_, v)| v.as_slice())
+        self.raw_entries()
+            .find(|(k, _)| *k == key.as_bytes())
+            .map(|(_, v)| v)
     }
 
     /// The value as text (invalid UTF-8 replaced, never rejected).
@@ -349,6 +412,7 @@ fn percent_decode(text: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use proptest::prelude::*;
 
     fn env(lines: &[&[u8]]) -> AgiEnv {
         AgiEnv::from_lines(lines.iter().copied()).unwrap()
@@ -464,6 +528,71 @@ mod tests {
                 Some((tech.to_string(), endpoint.to_string())),
                 "{channel}"
             );
+        }
+    }
+
+    #[test]
+    fn lines_are_kept_in_order_with_duplicates_and_the_first_wins() {
+        let e = env(&[b"agi_arg_1: a", b"agi_x:", b"agi_arg_1: b"]);
+        let entries: Vec<_> = e.entries().collect();
+        assert_eq!(
+            entries,
+            [
+                ("agi_arg_1", &b"a"[..]),
+                ("agi_x", &b""[..]),
+                ("agi_arg_1", &b"b"[..])
+            ]
+        );
+        assert_eq!(e.get("agi_arg_1").as_deref(), Some("a"));
+        assert_eq!(e.get_raw("agi_missing"), None);
+        assert!(!e.is_empty());
+        assert!(AgiEnv::default().is_empty());
+        assert_eq!(e.clone(), e);
+    }
+
+    #[test]
+    fn equality_is_per_line_not_per_byte() {
+        // Same bytes back to back, split differently into key and value.
+        assert_ne!(env(&[b"agi_a: bc"]), env(&[b"agi_ab: c"]));
+        assert_ne!(
+            env(&[b"agi_a: b", b"agi_c: d"]),
+            env(&[b"agi_a: bagi_c: d"])
+        );
+        assert_eq!(env(&[b"agi_a: b"]), env(&[b"agi_a: b"]));
+    }
+
+    #[test]
+    fn debug_shows_the_lines() {
+        let e = env(&[b"agi_network: yes", b"agi_foo:"]);
+        assert_eq!(
+            format!("{e:?}"),
+            r#"AgiEnv { entries: [("agi_network", [121, 101, 115]), ("agi_foo", [])] }"#
+        );
+    }
+
+    #[test]
+    fn from_lines_leaves_no_spare_capacity() {
+        let e = env(&[b"agi_network: yes", b"agi_channel: PJSIP/carrier-0000001a"]);
+        assert_eq!(e.text.capacity(), e.text.len());
+        assert_eq!(e.lines.capacity(), e.lines.len());
+    }
+
+    proptest! {
+        #[test]
+        fn entries_give_back_what_was_pushed(
+            lines in proptest::collection::vec(
+                ("[a-z_][a-z0-9_-]{0,12}", proptest::collection::vec(any::<u8>(), 0..40)),
+                0..30,
+            )
+        ) {
+            let raw: Vec<Vec<u8>> = lines
+                .iter()
+                .map(|(k, v)| [k.as_bytes(), b": ", v].concat())
+                .collect();
+            let e = AgiEnv::from_lines(raw.iter().map(Vec::as_slice)).unwrap();
+            let back: Vec<(String, Vec<u8>)> =
+                e.entries().map(|(k, v)| (k.to_string(), v.to_vec())).collect();
+            prop_assert_eq!(back, lines);
         }
     }
 }

@@ -11,6 +11,7 @@ use std::{
     time::{Duration, Instant},
 };
 
+use bytes::BytesMut;
 use futures::StreamExt;
 use ipnet::IpNet;
 use tokio::{
@@ -256,6 +257,13 @@ impl AcceptBackoff {
     }
 }
 
+/// Initial read buffer of a connection: a real environment block is ~600 bytes. (Framed's
+/// default, 8 KiB for reading and 8 KiB for writing, dominated the memory of held calls;
+/// the buffers grow on demand.)
+const ENV_READ_BUFFER: usize = 1024;
+/// Read buffer after the environment: room for a typical reply line (`200 result=1`).
+const REPLY_READ_BUFFER: usize = 128;
+
 async fn handle_connection(
     stream: TcpStream,
     peer: SocketAddr,
@@ -263,43 +271,24 @@ async fn handle_connection(
     config: Arc<ServerConfig>,
 ) {
     let started = Instant::now();
-    let _ = stream.set_nodelay(true);
-    // A real environment block is ~600 bytes: start small (Framed's default is 8 KiB per
-    // connection, which dominated the memory of held calls); the buffer grows on demand.
-    let mut framed =
-        Framed::with_capacity(stream, AgiCodec::new(config.max_line, config.max_env), 1024);
-    let env = match tokio::time::timeout(config.env_timeout, framed.next()).await {
-        Ok(Some(Ok(Frame::Env(env)))) => env,
-        Ok(Some(Ok(other))) => {
-            warn!(%peer, frame = ?other, "FastAGI peer sent something other than an environment block; closing");
-            return;
-        }
-        Ok(Some(Err(e))) => {
-            warn!(%peer, error = %e, "FastAGI peer sent a bad environment block; closing");
-            return;
-        }
-        Ok(None) => {
-            debug!(%peer, "FastAGI peer connected and closed without sending anything");
-            return;
-        }
-        Err(_) => {
-            warn!(%peer, timeout = ?config.env_timeout,
-                "FastAGI peer did not send a complete environment block in time (slow or not Asterisk); closing");
-            return;
-        }
+    // Boxed, like the not-found answer below: this connection's future lives as long as
+    // the call, and would otherwise keep room for every step's state all along.
+    let Some(mut call) = Box::pin(read_environment(stream, peer, &config)).await else {
+        return;
     };
-    let script_name = env.script_path();
-    let uniqueid = env.uniqueid().unwrap_or_default();
-    let span = tracing::info_span!("agi", %peer, script = %script_name, %uniqueid);
+    call.set_command_timeout(config.command_timeout);
+    // In a block, so the names' buffers are freed before the call's long wait.
+    let (span, script) = {
+        let env = call.env();
+        let script_name = env.script_path();
+        let uniqueid = env.uniqueid().unwrap_or_default();
+        let span = tracing::info_span!("agi", %peer, script = %script_name, %uniqueid);
+        (span, router.get(&script_name))
+    };
     async move {
-        let mut call = AgiCall::new(env, framed, peer);
-        call.set_command_timeout(config.command_timeout);
-        let Some(script) = router.get(&script_name) else {
+        let Some(script) = script else {
             warn!(known = ?router.names(), "no FastAGI script by this name; answering DIALGATE_RESULT=notfound");
-            if let Err(e) = call.set_variable(RESULT_VARIABLE, "notfound").await {
-                debug!(error = %e, "could not set DIALGATE_RESULT=notfound");
-            }
-            call.close().await;
+            Box::pin(answer_not_found(call)).await;
             return;
         };
         match script.run(call).await {
@@ -309,4 +298,53 @@ async fn handle_connection(
     }
     .instrument(span)
     .await
+}
+
+async fn answer_not_found(mut call: AgiCall) {
+    if let Err(e) = call.set_variable(RESULT_VARIABLE, "notfound").await {
+        debug!(error = %e, "could not set DIALGATE_RESULT=notfound");
+    }
+    call.close().await;
+}
+
+/// Reads the environment block within `--env-timeout`; `None` (logged) when the peer did
+/// not send a good one.
+async fn read_environment(
+    stream: TcpStream,
+    peer: SocketAddr,
+    config: &ServerConfig,
+) -> Option<AgiCall> {
+    let _ = stream.set_nodelay(true);
+    // No write buffer until the first command; it then holds the longest line sent so
+    // far. (Capacity 0 also means Framed flushes before taking each command, which
+    // AgiCall, sending one command at a time and flushing it, does anyway.)
+    let codec = AgiCodec::new(config.max_line, config.max_env);
+    let mut framed = Framed::with_capacity(stream, codec, 0);
+    *framed.read_buffer_mut() = BytesMut::with_capacity(ENV_READ_BUFFER);
+    let env = match tokio::time::timeout(config.env_timeout, framed.next()).await {
+        Ok(Some(Ok(Frame::Env(env)))) => env,
+        Ok(Some(Ok(other))) => {
+            warn!(%peer, frame = ?other, "FastAGI peer sent something other than an environment block; closing");
+            return None;
+        }
+        Ok(Some(Err(e))) => {
+            warn!(%peer, error = %e, "FastAGI peer sent a bad environment block; closing");
+            return None;
+        }
+        Ok(None) => {
+            debug!(%peer, "FastAGI peer connected and closed without sending anything");
+            return None;
+        }
+        Err(_) => {
+            warn!(%peer, timeout = ?config.env_timeout,
+                "FastAGI peer did not send a complete environment block in time (slow or not Asterisk); closing");
+            return None;
+        }
+    };
+    // What follows the environment is one short reply line at a time: a held call keeps a
+    // small read buffer instead of the environment's (it grows again for long replies).
+    if framed.read_buffer().is_empty() {
+        *framed.read_buffer_mut() = BytesMut::with_capacity(REPLY_READ_BUFFER);
+    }
+    Some(AgiCall::new(env, framed, peer))
 }
