@@ -31,8 +31,17 @@ fn main() {
             std::process::exit(2);
         }
     };
-    if let Err(failure) = runtime.block_on(cli::run(cli)) {
-        eprintln!("error: {:#}", failure.error());
-        std::process::exit(failure.exit_code());
+    // On a worker rather than the main thread: tasks the accept loops spawn then go to
+    // that worker's own queue instead of waking another thread through the global one.
+    match runtime.block_on(runtime.spawn(cli::run(cli))) {
+        Ok(Ok(())) => {}
+        Ok(Err(failure)) => {
+            eprintln!("error: {:#}", failure.error());
+            std::process::exit(failure.exit_code());
+        }
+        Err(panicked) => {
+            eprintln!("error: dialgate failed: {panicked}");
+            std::process::exit(2);
+        }
     }
 }

@@ -383,7 +383,7 @@ pub async fn match_call(
             if matches!(conn, DbConnection::Mysql(_)) {
                 // InnoDB: lock the caller's pending rows before reading them, so two calls
                 // of one caller take turns (SQLite's BEGIN IMMEDIATE already serialises).
-                diesel::update(matching.clone())
+                diesel::update(matching)
                     .set(login_challenges::attempts.eq(login_challenges::attempts))
                     .execute(conn)?;
             }
