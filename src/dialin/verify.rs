@@ -263,9 +263,19 @@ impl Verify {
             .filter(|a| !a.trim().is_empty())
             .or_else(|| env.dnid())
             .or_else(|| env.extension());
-        let Some(Ok(dialled)) =
-            dialled_text.map(|d| phone::normalize(&d, self.config.default_region))
-        else {
+        // A DID delivered exactly as one of the pool's E.164 numbers needs no parsing.
+        let pool_number = |d: &str| {
+            let d = d.trim();
+            self.config
+                .login
+                .dialin_numbers
+                .iter()
+                .find(|n| n.as_str() == d)
+                .cloned()
+        };
+        let Some(Ok(dialled)) = dialled_text.map(|d| {
+            pool_number(&d).map_or_else(|| phone::normalize(&d, self.config.default_region), Ok)
+        }) else {
             return Ok(Verdict::InvalidNumber.into());
         };
         facts.dialled = Some(dialled.to_string());
