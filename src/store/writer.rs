@@ -39,7 +39,11 @@ const CHECKPOINT_EVERY: Duration = Duration::from_millis(200);
 
 /// The writer's own checkpoint threshold (SQLite's default is 1,000): at most this many
 /// 4 KiB pages (64 MiB) of WAL before it starts over.
+#[cfg(not(test))]
 const WAL_RESTART_PAGES: u32 = 16_384;
+/// Small in tests, so a bounded WAL shows after a few thousand commits.
+#[cfg(test)]
+const WAL_RESTART_PAGES: u32 = 256;
 
 /// What a job's outcome does once the batch's commit has succeeded or failed.
 type Answer = Box<dyn FnOnce(Result<(), &StoreError>) + Send>;
@@ -372,5 +376,25 @@ mod tests {
         );
         insert(&store, "after").await.unwrap();
         assert_eq!(kinds(&store), vec!["after".to_string()]);
+    }
+
+    /// One commit after another (the worst case: no batching) must not grow the WAL
+    /// without end: the background checkpoint alone never lets it start over.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn the_wal_starts_over_under_steady_writes() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = open_sqlite(&dir);
+        for _ in 0..3_000 {
+            insert(&store, "steady").await.unwrap();
+        }
+        let wal = dir.path().join("writer.sqlite3-wal");
+        let wal_bytes = std::fs::metadata(&wal).unwrap().len();
+        // 3,000 separate commits of 2-3 pages each would be ~30 MiB of WAL.
+        let bound = u64::from(super::WAL_RESTART_PAGES + 256) * 4_200;
+        assert!(
+            wal_bytes < bound,
+            "WAL is {wal_bytes} bytes after 3,000 commits (bound {bound})"
+        );
+        assert_eq!(kinds(&store).len(), 3_000);
     }
 }
