@@ -211,19 +211,22 @@ pub fn start(
         None
     };
     if let Some(reason) = refusal {
-        conn.transaction::<_, DieselError, _>(|conn| {
+        drop(conn);
+        let (account_id, username) = (account.id, account.username.clone());
+        let client_ip = client_ip.map(str::to_string);
+        store.write_blocking(move |conn| -> Result<(), StoreError> {
             if reason == "wrong_password" {
-                diesel::update(accounts::table.find(account.id))
+                diesel::update(accounts::table.find(account_id))
                     .set(accounts::failed_logins.eq(accounts::failed_logins + 1))
                     .execute(conn)?;
             }
             let mut event = audit::Event::new("login_password", "denied")
-                .account(account.id, &account.username);
-            event = event.reason(reason);
-            if let Some(ip) = client_ip {
+                .account(account_id, &username)
+                .reason(reason);
+            if let Some(ip) = &client_ip {
                 event = event.client_ip(ip);
             }
-            audit::record(conn, event)
+            Ok(audit::record(conn, event)?)
         })?;
         return Err(LoginError::InvalidCredentials);
     }
@@ -247,8 +250,33 @@ pub fn start(
             .map(|_| char::from(b'0' + OsRng.gen_range(0..10u8)))
             .collect::<String>()
     });
-    let dial_number = conn.transaction::<_, DieselError, _>(|conn| {
-        diesel::update(accounts::table.find(account.id))
+    drop(conn);
+    let challenge = NewChallenge {
+        id: challenge_id.clone(),
+        account_id: account.id,
+        username: account.username.clone(),
+        caller: phone.clone(),
+        secret_hash: token_hash(&secret),
+        code_hash: code.as_deref().map(token_hash),
+        client_ip: client_ip.map(str::to_string),
+        created_at: now,
+        expires_at: expires_at_ms,
+    };
+    let pool = settings.dialin_numbers.clone();
+    let node_url = settings.node_url.clone();
+    let dial_number = store.write_blocking(move |conn| -> Result<String, StoreError> {
+        let NewChallenge {
+            id: challenge_id,
+            account_id,
+            username,
+            caller: phone,
+            secret_hash,
+            code_hash,
+            client_ip,
+            created_at: now,
+            expires_at: expires_at_ms,
+        } = challenge;
+        diesel::update(accounts::table.find(account_id))
             .set(accounts::failed_logins.eq(0))
             .execute(conn)?;
         // Numbers this caller's other pending challenges hold.
@@ -259,8 +287,7 @@ pub fn start(
             .order(login_challenges::created_at)
             .select((login_challenges::id, login_challenges::dial_number))
             .load(conn)?;
-        let free = settings
-            .dialin_numbers
+        let free = pool
             .iter()
             .find(|n| !held.iter().any(|(_, held)| held == n.as_str()));
         let number = match free {
@@ -284,22 +311,22 @@ pub fn start(
         diesel::insert_into(login_challenges::table)
             .values((
                 login_challenges::id.eq(&challenge_id),
-                login_challenges::account_id.eq(account.id),
+                login_challenges::account_id.eq(account_id),
                 login_challenges::caller_e164.eq(&phone),
                 login_challenges::dial_number.eq(&number),
-                login_challenges::secret_hash.eq(token_hash(&secret)),
-                login_challenges::code_hash.eq(code.as_deref().map(token_hash)),
+                login_challenges::secret_hash.eq(&secret_hash),
+                login_challenges::code_hash.eq(&code_hash),
                 login_challenges::status.eq("pending"),
-                login_challenges::node_url.eq(settings.node_url.as_deref()),
+                login_challenges::node_url.eq(node_url.as_deref()),
                 login_challenges::attempts.eq(0),
-                login_challenges::client_ip.eq(client_ip),
+                login_challenges::client_ip.eq(client_ip.as_deref()),
                 login_challenges::created_at.eq(now),
                 login_challenges::expires_at.eq(expires_at_ms),
             ))
             .execute(conn)?;
         let mut event =
-            audit::Event::new("login_challenge", "pending").account(account.id, &account.username);
-        if let Some(ip) = client_ip {
+            audit::Event::new("login_challenge", "pending").account(account_id, &username);
+        if let Some(ip) = &client_ip {
             event = event.client_ip(ip);
         }
         audit::record(
@@ -322,6 +349,19 @@ pub fn start(
         phone_hint,
         username: account.username,
     })
+}
+
+/// A challenge row as `start` writes it, moved into the write job.
+struct NewChallenge {
+    id: String,
+    account_id: i64,
+    username: String,
+    caller: String,
+    secret_hash: String,
+    code_hash: Option<String>,
+    client_ip: Option<String>,
+    created_at: i64,
+    expires_at: i64,
 }
 
 /// A pending challenge a call can verify.
@@ -578,10 +618,14 @@ pub fn exchange(
     }
     let token = random_token(32);
     let expires_at_ms = now + settings.session_ttl.as_millis() as i64;
-    let issued = conn.transaction::<_, DieselError, _>(|conn| {
+    drop(conn);
+    let challenge_id = challenge_id.to_string();
+    let session_hash = token_hash(&token);
+    let client_ip = client_ip.map(str::to_string);
+    let issued = store.write_blocking(move |conn| -> Result<Option<String>, StoreError> {
         let changed = diesel::update(
             login_challenges::table
-                .find(challenge_id)
+                .find(&challenge_id)
                 .filter(login_challenges::status.eq("verified")),
         )
         .set((
@@ -594,21 +638,21 @@ pub fn exchange(
         }
         let (account_id, username): (i64, String) = login_challenges::table
             .inner_join(accounts::table)
-            .filter(login_challenges::id.eq(challenge_id))
+            .filter(login_challenges::id.eq(&challenge_id))
             .select((accounts::id, accounts::username))
             .first(conn)?;
         diesel::insert_into(sessions::table)
             .values((
-                sessions::token_hash.eq(token_hash(&token)),
+                sessions::token_hash.eq(&session_hash),
                 sessions::account_id.eq(account_id),
-                sessions::challenge_id.eq(Some(challenge_id)),
-                sessions::client_ip.eq(client_ip),
+                sessions::challenge_id.eq(Some(&challenge_id)),
+                sessions::client_ip.eq(client_ip.as_deref()),
                 sessions::created_at.eq(now),
                 sessions::expires_at.eq(expires_at_ms),
             ))
             .execute(conn)?;
         let mut event = audit::Event::new("session", "opened").account(account_id, &username);
-        if let Some(ip) = client_ip {
+        if let Some(ip) = &client_ip {
             event = event.client_ip(ip);
         }
         audit::record(

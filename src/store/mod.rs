@@ -287,16 +287,7 @@ impl Store {
         E: From<StoreError> + From<diesel::result::Error> + Send + 'static,
     {
         match self.url {
-            DatabaseUrl::Sqlite(_) => {
-                let writer = match self.sqlite_writer.get() {
-                    Some(writer) => writer,
-                    None => {
-                        let started = SqliteWriter::start(self.url.clone())?;
-                        self.sqlite_writer.get_or_init(|| started)
-                    }
-                };
-                writer.write(work).await
-            }
+            DatabaseUrl::Sqlite(_) => self.sqlite_writer()?.write(work).await,
             DatabaseUrl::Mysql(_) => {
                 let store = self.clone();
                 tokio::task::spawn_blocking(move || (*store.conn()?).transaction(work))
@@ -304,6 +295,32 @@ impl Store {
                     .map_err(|e| StoreError::Writer(format!("a write job failed: {e}")))?
             }
         }
+    }
+
+    /// [`Store::write`] for code on a blocking thread (or without a runtime): waits for
+    /// the answer instead of awaiting it.
+    pub fn write_blocking<T, E>(
+        &self,
+        work: impl FnOnce(&mut DbConnection) -> Result<T, E> + Send + 'static,
+    ) -> Result<T, E>
+    where
+        T: Send + 'static,
+        E: From<StoreError> + From<diesel::result::Error> + Send + 'static,
+    {
+        match self.url {
+            DatabaseUrl::Sqlite(_) => {
+                futures::executor::block_on(self.sqlite_writer()?.write(work))
+            }
+            DatabaseUrl::Mysql(_) => (*self.conn()?).transaction(work),
+        }
+    }
+
+    fn sqlite_writer(&self) -> Result<&SqliteWriter, StoreError> {
+        if let Some(writer) = self.sqlite_writer.get() {
+            return Ok(writer);
+        }
+        let started = SqliteWriter::start(self.url.clone())?;
+        Ok(self.sqlite_writer.get_or_init(|| started))
     }
 
     /// Migrations the database still lacks (names), without applying them.
