@@ -18,7 +18,7 @@ use crate::{
     },
     metrics::Metrics,
     phone::{self, PhoneError, Region},
-    store::Store,
+    store::{Store, StoreError},
 };
 
 /// Whether the call is answered.
@@ -147,13 +147,6 @@ impl Script for Arc<Verify> {
     }
 }
 
-/// Runs blocking store work off the async workers; a panic or store error is an error.
-async fn blocking<T: Send + 'static>(
-    work: impl FnOnce() -> Result<T, crate::store::StoreError> + Send + 'static,
-) -> anyhow::Result<T> {
-    Ok(tokio::task::spawn_blocking(work).await??)
-}
-
 /// The call's audit row.
 fn call_event(facts: &CallFacts, verdict: Verdict) -> audit::Event<'static> {
     audit::Event::new("call", verdict.as_str())
@@ -215,11 +208,12 @@ impl Verify {
             .call(verdict.as_str(), started.elapsed().as_secs_f64());
         info!(result = verdict.as_str(), caller = ?facts.caller, "verify call");
         if !audited {
-            let store = self.store.clone();
-            let written = blocking(move || {
-                audit::record(&mut *store.conn()?, call_event(&facts, verdict)).map_err(Into::into)
-            })
-            .await;
+            let written = self
+                .store
+                .write(move |conn| -> Result<(), StoreError> {
+                    Ok(audit::record(conn, call_event(&facts, verdict))?)
+                })
+                .await;
             if let Err(e) = written {
                 warn!(error = %format!("{e:#}"), "could not write the call's audit row");
             }

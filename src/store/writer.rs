@@ -169,13 +169,9 @@ fn run(url: DatabaseUrl, jobs: mpsc::Receiver<Box<dyn WriteJob>>) {
             jobs.try_iter()
                 .take(MAX_BATCH.saturating_sub(waiting.len())),
         );
-        let started = match conn.take() {
-            Some(c) => Ok(c),
-            None => url.connect().and_then(|mut c| {
-                c.batch_execute(&format!("PRAGMA wal_autocheckpoint = {WAL_RESTART_PAGES}"))?;
-                Ok(c)
-            }),
-        }
+        let started = reuse_or_connect(&mut conn, &url, |c| {
+            c.batch_execute(&format!("PRAGMA wal_autocheckpoint = {WAL_RESTART_PAGES}"))
+        })
         .and_then(|mut c| match &mut c {
             DbConnection::Sqlite(sqlite) => {
                 AnsiTransactionManager::begin_transaction_sql(sqlite, "BEGIN IMMEDIATE")?;
@@ -216,6 +212,23 @@ fn run(url: DatabaseUrl, jobs: mpsc::Receiver<Box<dyn WriteJob>>) {
     }
 }
 
+/// The connection kept from the last round, or a new one set up by `setup`. A thread
+/// drops its connection after a failure, so a broken one is never reused.
+fn reuse_or_connect(
+    kept: &mut Option<DbConnection>,
+    url: &DatabaseUrl,
+    setup: impl FnOnce(&mut DbConnection) -> Result<(), DieselError>,
+) -> Result<DbConnection, StoreError> {
+    match kept.take() {
+        Some(conn) => Ok(conn),
+        None => {
+            let mut conn = url.connect()?;
+            setup(&mut conn)?;
+            Ok(conn)
+        }
+    }
+}
+
 /// Checkpoints the WAL every [`CHECKPOINT_EVERY`] until `stop` is dropped, then once more.
 fn checkpoint(url: DatabaseUrl, stop: mpsc::Receiver<()>) {
     let mut conn: Option<DbConnection> = None;
@@ -225,11 +238,7 @@ fn checkpoint(url: DatabaseUrl, stop: mpsc::Receiver<()>) {
             stop.recv_timeout(CHECKPOINT_EVERY),
             Err(mpsc::RecvTimeoutError::Disconnected)
         );
-        let done = match conn.take() {
-            Some(c) => Ok(c),
-            None => url.connect(),
-        }
-        .and_then(|mut c| {
+        let done = reuse_or_connect(&mut conn, &url, |_| Ok(())).and_then(|mut c| {
             c.batch_execute("PRAGMA wal_checkpoint(PASSIVE)")?;
             Ok(c)
         });
