@@ -265,25 +265,15 @@ pub fn start(
     let pool = settings.dialin_numbers.clone();
     let node_url = settings.node_url.clone();
     let dial_number = store.write_blocking(move |conn| -> Result<String, StoreError> {
-        let NewChallenge {
-            id: challenge_id,
-            account_id,
-            username,
-            caller: phone,
-            secret_hash,
-            code_hash,
-            client_ip,
-            created_at: now,
-            expires_at: expires_at_ms,
-        } = challenge;
-        diesel::update(accounts::table.find(account_id))
+        let c = &challenge;
+        diesel::update(accounts::table.find(c.account_id))
             .set(accounts::failed_logins.eq(0))
             .execute(conn)?;
         // Numbers this caller's other pending challenges hold.
         let held: Vec<(String, String)> = login_challenges::table
-            .filter(login_challenges::caller_e164.eq(&phone))
+            .filter(login_challenges::caller_e164.eq(&c.caller))
             .filter(login_challenges::status.eq("pending"))
-            .filter(login_challenges::expires_at.gt(now))
+            .filter(login_challenges::expires_at.gt(c.created_at))
             .order(login_challenges::created_at)
             .select((login_challenges::id, login_challenges::dial_number))
             .load(conn)?;
@@ -310,29 +300,28 @@ pub fn start(
         };
         diesel::insert_into(login_challenges::table)
             .values((
-                login_challenges::id.eq(&challenge_id),
-                login_challenges::account_id.eq(account_id),
-                login_challenges::caller_e164.eq(&phone),
+                login_challenges::id.eq(&c.id),
+                login_challenges::account_id.eq(c.account_id),
+                login_challenges::caller_e164.eq(&c.caller),
                 login_challenges::dial_number.eq(&number),
-                login_challenges::secret_hash.eq(&secret_hash),
-                login_challenges::code_hash.eq(&code_hash),
+                login_challenges::secret_hash.eq(&c.secret_hash),
+                login_challenges::code_hash.eq(&c.code_hash),
                 login_challenges::status.eq("pending"),
                 login_challenges::node_url.eq(node_url.as_deref()),
                 login_challenges::attempts.eq(0),
-                login_challenges::client_ip.eq(client_ip.as_deref()),
-                login_challenges::created_at.eq(now),
-                login_challenges::expires_at.eq(expires_at_ms),
+                login_challenges::client_ip.eq(c.client_ip.as_deref()),
+                login_challenges::created_at.eq(c.created_at),
+                login_challenges::expires_at.eq(c.expires_at),
             ))
             .execute(conn)?;
         let mut event =
-            audit::Event::new("login_challenge", "pending").account(account_id, &username);
-        if let Some(ip) = &client_ip {
+            audit::Event::new("login_challenge", "pending").account(c.account_id, &c.username);
+        if let Some(ip) = &c.client_ip {
             event = event.client_ip(ip);
         }
         audit::record(
             conn,
-            event
-                .detail(serde_json::json!({ "challenge_id": challenge_id, "dial_number": number })),
+            event.detail(serde_json::json!({ "challenge_id": c.id, "dial_number": number })),
         )?;
         Ok(number)
     })?;

@@ -1,6 +1,6 @@
 //! Long-term passwords: policy and Argon2id hashing (PHC strings).
 
-use std::sync::Mutex;
+use std::sync::{Mutex, OnceLock};
 
 use argon2::{
     password_hash::{rand_core::OsRng, Output, ParamsString, PasswordHash, SaltString},
@@ -127,8 +127,10 @@ fn with_blocks<T>(
         .unwrap_or_else(|| vec![Block::default(); count]);
     let result = work(&mut blocks);
     blocks.fill(Block::default());
+    // Asked once: on Linux the answer comes from reading cgroup files.
+    static KEEP: OnceLock<usize> = OnceLock::new();
+    let keep = *KEEP.get_or_init(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
     if let Ok(mut spares) = pool.lock() {
-        let keep = std::thread::available_parallelism().map_or(1, |n| n.get());
         if spares.len() < keep {
             spares.push(blocks);
         }
