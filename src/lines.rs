@@ -53,3 +53,24 @@ impl LineSplitter {
         }
     }
 }
+
+/// Feeds `input` to a line codec one byte at a time (the worst segmentation TCP can
+/// produce), then ends the stream, and returns every frame it produced.
+#[cfg(test)]
+pub(crate) fn decode_bytewise<D: tokio_util::codec::Decoder>(
+    codec: &mut D,
+    input: &[u8],
+) -> Result<Vec<D::Item>, D::Error> {
+    let mut buf = BytesMut::new();
+    let mut frames = Vec::new();
+    for &b in input {
+        buf.extend_from_slice(&[b]);
+        while let Some(frame) = codec.decode(&mut buf)? {
+            frames.push(frame);
+        }
+    }
+    while let Some(frame) = codec.decode_eof(&mut buf)? {
+        frames.push(frame);
+    }
+    Ok(frames)
+}

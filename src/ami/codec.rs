@@ -209,19 +209,7 @@ mod tests {
     use proptest::prelude::*;
 
     fn decode_all(codec: &mut AmiCodec, input: &[u8]) -> Result<Vec<Frame>, ProtocolError> {
-        let mut buf = BytesMut::new();
-        let mut frames = Vec::new();
-        // One byte at a time: the worst segmentation TCP can produce.
-        for &b in input {
-            buf.put_u8(b);
-            while let Some(frame) = codec.decode(&mut buf)? {
-                frames.push(frame);
-            }
-        }
-        while let Some(frame) = codec.decode_eof(&mut buf)? {
-            frames.push(frame);
-        }
-        Ok(frames)
+        crate::lines::decode_bytewise(codec, input)
     }
 
     fn messages(input: &[u8]) -> Vec<Message> {
