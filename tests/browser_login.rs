@@ -17,10 +17,7 @@
 mod common;
 
 use common::browser::*;
-use std::{
-    env, fs,
-    path::{Path, PathBuf},
-};
+use std::path::Path;
 
 use serde_json::json;
 
@@ -198,30 +195,6 @@ fn login_flow(wd: &WebDriver, base_url: &str, username: &str, password: &str, ou
     assert!(!wd.is_displayed("#signed-in"));
 
     // No script errors and no CSP violations in the console.
-    let problems: Vec<String> = wd
-        .browser_log()
-        .into_iter()
-        .filter(|e| {
-            let message = e["message"].as_str().unwrap_or("");
-            // The network lines are the expected 401 of the wrong password and the like.
-            (e["level"] == "SEVERE" && e["source"] != "network")
-                || message.contains("Content Security Policy")
-        })
-        .map(|e| e["message"].as_str().unwrap_or("").to_string())
-        .collect();
-    assert!(
-        problems.is_empty(),
-        "browser console errors:\n{}",
-        problems.join("\n")
-    );
-
-    if let Some(dir) = env::var_os("DIALGATE_TEST_ARTIFACTS") {
-        let dir = PathBuf::from(dir);
-        fs::create_dir_all(&dir).unwrap();
-        for entry in fs::read_dir(out).unwrap().flatten() {
-            if entry.path().extension().is_some_and(|e| e == "png") {
-                fs::copy(entry.path(), dir.join(entry.file_name())).unwrap();
-            }
-        }
-    }
+    wd.assert_clean_console();
+    keep_screenshots(out);
 }

@@ -15,11 +15,7 @@
 mod common;
 
 use common::browser::*;
-use std::{
-    env, fs,
-    path::{Path, PathBuf},
-    process::Command,
-};
+use std::{path::Path, process::Command};
 
 use serde_json::json;
 
@@ -328,30 +324,6 @@ fn payments_flow(wd: &WebDriver, server: &Server, out: &Path) {
     wd.desktop();
 
     // No script errors and no CSP violations in the console.
-    let problems: Vec<String> = wd
-        .browser_log()
-        .into_iter()
-        .filter(|e| {
-            let message = e["message"].as_str().unwrap_or("");
-            // The network lines are the expected 401 before signing in, and the 409.
-            (e["level"] == "SEVERE" && e["source"] != "network")
-                || message.contains("Content Security Policy")
-        })
-        .map(|e| e["message"].as_str().unwrap_or("").to_string())
-        .collect();
-    assert!(
-        problems.is_empty(),
-        "browser console errors:\n{}",
-        problems.join("\n")
-    );
-
-    if let Some(dir) = env::var_os("DIALGATE_TEST_ARTIFACTS") {
-        let dir = PathBuf::from(dir);
-        fs::create_dir_all(&dir).unwrap();
-        for entry in fs::read_dir(out).unwrap().flatten() {
-            if entry.path().extension().is_some_and(|e| e == "png") {
-                fs::copy(entry.path(), dir.join(entry.file_name())).unwrap();
-            }
-        }
-    }
+    wd.assert_clean_console();
+    keep_screenshots(out);
 }

@@ -255,6 +255,21 @@ pub fn parse_credentials(line: &str) -> (Option<String>, Option<String>) {
 
 // ------------------------------------------------------------------ the browser
 
+/// Copies the screenshots in `out` to `$DIALGATE_TEST_ARTIFACTS`, when set, for a person
+/// (or CI) to look at.
+pub fn keep_screenshots(out: &Path) {
+    let Some(dir) = env::var_os("DIALGATE_TEST_ARTIFACTS") else {
+        return;
+    };
+    let dir = PathBuf::from(dir);
+    fs::create_dir_all(&dir).unwrap();
+    for entry in fs::read_dir(out).unwrap().flatten() {
+        if entry.path().extension().is_some_and(|e| e == "png") {
+            fs::copy(entry.path(), dir.join(entry.file_name())).unwrap();
+        }
+    }
+}
+
 pub struct BrowserBinaries {
     pub chromium: PathBuf,
     pub chromedriver: PathBuf,
@@ -593,6 +608,26 @@ impl WebDriver {
         );
         fs::write(path, &png).unwrap();
         png
+    }
+
+    /// Fails the test on script errors or CSP violations in the browser console. Failed
+    /// requests (`source: network`) are the pages' expected 401s and 409s, not errors.
+    pub fn assert_clean_console(&self) {
+        let problems: Vec<String> = self
+            .browser_log()
+            .into_iter()
+            .filter(|e| {
+                let message = e["message"].as_str().unwrap_or("");
+                (e["level"] == "SEVERE" && e["source"] != "network")
+                    || message.contains("Content Security Policy")
+            })
+            .map(|e| e["message"].as_str().unwrap_or("").to_string())
+            .collect();
+        assert!(
+            problems.is_empty(),
+            "browser console errors:\n{}",
+            problems.join("\n")
+        );
     }
 
     /// The browser console (chromedriver's log extension); empty if unsupported.
