@@ -10,16 +10,15 @@ mod common;
 
 use std::time::Duration;
 
-use bytes::Bytes;
 use common::{
     ami_server::{AmiScript, ScriptedAmi},
     db::{bare_cmd, TestDb},
-    free_port, ServeProcess,
+    free_port,
+    http::{fetch, send, Reply},
+    ServeProcess,
 };
 use dialgate::agi::peer::{place_call, CallOutcome, CallSpec};
-use http_body_util::{BodyExt, Full};
-use hyper::{body::Incoming, header, Method, Request, StatusCode};
-use hyper_util::{client::legacy::Client, rt::TokioExecutor};
+use hyper::{header, Method, StatusCode};
 use serde_json::{json, Value};
 
 const USER: &str = "alice";
@@ -36,19 +35,9 @@ fn script(name: &str) -> AmiScript {
     )
 }
 
+/// Enrolls alice with her phone through the CLI.
 fn enroll(db: &TestDb) {
-    let out = db
-        .cmd()
-        .args(["enroll", "--username", USER, "--phone", PHONE])
-        .args(["--name", "Alice", "--password-stdin"])
-        .write_stdin(format!("{PASSWORD}\n"))
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "enroll failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    db.enroll(USER, PHONE, "Alice", PASSWORD);
 }
 
 struct Gate {
@@ -97,44 +86,15 @@ impl Gate {
     }
 }
 
-struct Reply {
-    status: StatusCode,
-    headers: hyper::HeaderMap,
-    body: Bytes,
-}
-
-impl Reply {
-    fn json(&self) -> Value {
-        serde_json::from_slice(&self.body)
-            .unwrap_or_else(|e| panic!("not JSON ({e}): {:?}", self.body))
-    }
-}
-
-async fn send(
-    method: Method,
-    url: &str,
-    headers: &[(&str, &str)],
-    body: &str,
-) -> hyper::Response<Incoming> {
-    let mut req = Request::builder().method(method).uri(url);
-    for (k, v) in headers {
-        req = req.header(*k, *v);
-    }
-    let req = req.body(Full::new(Bytes::from(body.to_string()))).unwrap();
-    let client = Client::builder(TokioExecutor::new()).build_http();
-    tokio::time::timeout(Duration::from_secs(20), client.request(req))
-        .await
-        .unwrap_or_else(|_| panic!("{url} did not answer"))
-        .unwrap_or_else(|e| panic!("{url}: {e}"))
-}
-
 async fn http(method: Method, url: &str, headers: &[(&str, &str)], body: &str) -> Reply {
-    let (parts, body) = send(method, url, headers, body).await.into_parts();
-    Reply {
-        status: parts.status,
-        headers: parts.headers,
-        body: body.collect().await.unwrap().to_bytes(),
-    }
+    fetch(
+        method,
+        url,
+        headers,
+        body.to_string(),
+        Duration::from_secs(20),
+    )
+    .await
 }
 
 struct Login {
@@ -222,6 +182,7 @@ impl Sse {
             &gate.url(&format!("/v1/login/{}/events", login.id)),
             &[("authorization", &login.auth())],
             "",
+            Duration::from_secs(20),
         )
         .await;
         assert_eq!(response.status(), StatusCode::OK);

@@ -16,19 +16,15 @@ use std::{
 use bytes::Bytes;
 use common::{
     db::{Backend, TestDb},
-    free_port, ServeProcess,
+    free_port,
+    http::{fetch, send, Reply},
+    ServeProcess,
 };
 use dialgate::agi::{
     peer::{place_call, place_call_observed, CallOutcome, CallSpec},
     transcript::Direction,
 };
-use http_body_util::{BodyExt, Full};
-use hyper::{
-    body::Incoming,
-    header::{self, HeaderMap},
-    Method, Request, Response, StatusCode,
-};
-use hyper_util::{client::legacy::Client, rt::TokioExecutor};
+use hyper::{header, Method, StatusCode};
 use serde_json::{json, Value};
 use tokio::{net::TcpListener, sync::watch};
 
@@ -82,18 +78,7 @@ const SIGNAL_KEY: &str = "a signal key the two nodes share, 32+";
 
 /// Enrolls alice with her phone through the CLI.
 fn enroll(db: &TestDb) {
-    let out = db
-        .cmd()
-        .args(["enroll", "--username", USER, "--phone", PHONE])
-        .args(["--name", "Alice", "--password-stdin"])
-        .write_stdin(format!("{PASSWORD}\n"))
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "enroll failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    db.enroll(USER, PHONE, "Alice", PASSWORD);
 }
 
 /// The serve flags every scenario uses, then `extra`.
@@ -148,63 +133,16 @@ impl Gate {
     }
 }
 
-struct Reply {
-    status: StatusCode,
-    headers: HeaderMap,
-    body: Bytes,
-}
-
-impl Reply {
-    fn json(&self) -> Value {
-        serde_json::from_slice(&self.body)
-            .unwrap_or_else(|e| panic!("not JSON ({e}): {:?}", self.body))
-    }
-
-    fn header(&self, name: &str) -> Option<&str> {
-        self.headers.get(name).map(|v| v.to_str().unwrap())
-    }
-
-    /// The value a `Set-Cookie` gives the named cookie, and the whole header.
-    fn cookie(&self, name: &str) -> Option<(String, String)> {
-        self.headers
-            .get_all(header::SET_COOKIE)
-            .iter()
-            .map(|v| v.to_str().unwrap().to_string())
-            .find_map(|c| {
-                let (k, v) = c.split(';').next()?.split_once('=')?;
-                (k == name).then(|| (v.to_string(), c.clone()))
-            })
-    }
-}
-
-async fn send(
-    method: Method,
-    url: &str,
-    headers: &[(&str, &str)],
-    body: &str,
-    within: Duration,
-) -> Response<Incoming> {
-    let mut req = Request::builder().method(method).uri(url);
-    for (k, v) in headers {
-        req = req.header(*k, *v);
-    }
-    let req = req.body(Full::new(Bytes::from(body.to_string()))).unwrap();
-    let client = Client::builder(TokioExecutor::new()).build_http();
-    tokio::time::timeout(within, client.request(req))
-        .await
-        .unwrap_or_else(|_| panic!("{url} did not answer within {within:?}"))
-        .unwrap_or_else(|e| panic!("{url}: {e}"))
-}
-
 /// A request with a generous time limit (a store outage may take the pool's 5 s).
 async fn http(method: Method, url: &str, headers: &[(&str, &str)], body: &str) -> Reply {
-    let response = send(method, url, headers, body, Duration::from_secs(20)).await;
-    let (parts, body) = response.into_parts();
-    Reply {
-        status: parts.status,
-        headers: parts.headers,
-        body: body.collect().await.unwrap().to_bytes(),
-    }
+    fetch(
+        method,
+        url,
+        headers,
+        body.to_string(),
+        Duration::from_secs(20),
+    )
+    .await
 }
 
 async fn login_reply(gate: &Gate) -> Reply {
@@ -300,7 +238,7 @@ async fn open_session(gate: &Gate, login: &Login) -> String {
     assert_eq!(reply.status, StatusCode::OK, "exchange: {:?}", reply.body);
     assert_eq!(reply.json()["username"], USER);
     let (token, set_cookie) = reply
-        .cookie("dialgate_session")
+        .set_cookie("dialgate_session")
         .expect("the exchange sets dialgate_session");
     assert!(token.len() >= 43, "{set_cookie}");
     for attr in ["HttpOnly", "Path=/", "SameSite=Lax"] {
@@ -324,7 +262,7 @@ impl Sse {
             Method::GET,
             &gate.url(&format!("/v1/login/{}/events", login.id)),
             &[("authorization", &login.auth())],
-            "",
+            Bytes::new(),
             Duration::from_secs(10),
         )
         .await;

@@ -1,6 +1,8 @@
 //! The HTTP gateway over real TCP, with a real SQLite file: login, status, SSE, session
 //! exchange, forward-auth, logout, limits, node-to-node signals, health.
 
+mod common;
+
 use std::{
     net::SocketAddr,
     sync::Arc,
@@ -8,6 +10,7 @@ use std::{
 };
 
 use bytes::Bytes;
+use common::http::{fetch, Reply};
 use dialgate::{
     auth::{
         accounts::{enroll, Enrollment},
@@ -20,15 +23,11 @@ use dialgate::{
     phone::{normalize, Region},
     store::{DatabaseUrl, OpenOptions, Store},
 };
-use http_body_util::{BodyExt, Full};
+use http_body_util::BodyExt;
 use hyper::{
     body::Incoming,
-    header::{self, HeaderMap, HeaderValue},
-    Method, Request, Response, StatusCode,
-};
-use hyper_util::{
-    client::legacy::{connect::HttpConnector, Client},
-    rt::TokioExecutor,
+    header::{self, HeaderValue},
+    Method, Response, StatusCode,
 };
 use serde_json::{json, Value};
 use tokio::sync::oneshot;
@@ -120,69 +119,24 @@ async fn start(store: Store, configure: impl FnOnce(&mut GatewayConfig)) -> Node
     }
 }
 
-fn client() -> Client<HttpConnector, Full<Bytes>> {
-    Client::builder(TokioExecutor::new()).build_http()
-}
-
-struct Reply {
-    status: StatusCode,
-    headers: HeaderMap,
-    body: Bytes,
-}
-
-impl Reply {
-    fn json(&self) -> Value {
-        serde_json::from_slice(&self.body)
-            .unwrap_or_else(|e| panic!("not JSON ({e}): {:?}", self.body))
-    }
-
-    fn header(&self, name: &str) -> Option<&str> {
-        self.headers.get(name).map(|v| v.to_str().unwrap())
-    }
-
-    fn cookies(&self) -> Vec<String> {
-        self.headers
-            .get_all(header::SET_COOKIE)
-            .iter()
-            .map(|v| v.to_str().unwrap().to_string())
-            .collect()
-    }
-
-    /// The value a `Set-Cookie` gives the named cookie.
-    fn cookie(&self, name: &str) -> Option<String> {
-        self.cookies().iter().find_map(|c| {
-            let first = c.split(';').next()?;
-            let (k, v) = first.split_once('=')?;
-            (k == name).then(|| v.to_string())
-        })
-    }
-}
-
 async fn send(
     method: Method,
     url: &str,
     headers: &[(&str, &str)],
     body: impl Into<Bytes>,
 ) -> Response<Incoming> {
-    let mut req = Request::builder().method(method).uri(url);
-    for (k, v) in headers {
-        req = req.header(*k, *v);
-    }
-    let req = req.body(Full::new(body.into())).unwrap();
-    tokio::time::timeout(Duration::from_secs(10), client().request(req))
-        .await
-        .expect("the gateway answers")
-        .unwrap()
+    common::http::send(method, url, headers, body, Duration::from_secs(10)).await
 }
 
 async fn call(method: Method, url: &str, headers: &[(&str, &str)], body: &str) -> Reply {
-    let response = send(method, url, headers, body.to_string()).await;
-    let (parts, body) = response.into_parts();
-    Reply {
-        status: parts.status,
-        headers: parts.headers,
-        body: body.collect().await.unwrap().to_bytes(),
-    }
+    fetch(
+        method,
+        url,
+        headers,
+        body.to_string(),
+        Duration::from_secs(10),
+    )
+    .await
 }
 
 async fn login(node: &Node, username: &str, password: &str) -> Reply {

@@ -3,9 +3,11 @@
 //! with every decline reason, idempotency keys (also concurrent), a max_uses race, and
 //! the failed-payment limiter.
 
+mod common;
+
 use std::{net::SocketAddr, sync::Arc, time::Duration};
 
-use bytes::Bytes;
+use common::http::{fetch, Reply};
 use dialgate::{
     auth::{
         accounts::{enroll, Enrollment},
@@ -18,12 +20,7 @@ use dialgate::{
     phone::{normalize, Region},
     store::{OpenOptions, Store},
 };
-use http_body_util::{BodyExt, Full};
-use hyper::{header::HeaderMap, Method, Request, StatusCode};
-use hyper_util::{
-    client::legacy::{connect::HttpConnector, Client},
-    rt::TokioExecutor,
-};
+use hyper::{Method, StatusCode};
 use serde_json::{json, Value};
 use tokio::sync::oneshot;
 
@@ -122,42 +119,15 @@ async fn start(db: &Db, configure: impl FnOnce(&mut GatewayConfig)) -> Node {
     }
 }
 
-#[derive(Debug, Clone)]
-struct Reply {
-    status: StatusCode,
-    headers: HeaderMap,
-    body: Bytes,
-}
-
-impl Reply {
-    fn json(&self) -> Value {
-        serde_json::from_slice(&self.body)
-            .unwrap_or_else(|e| panic!("not JSON ({e}): {:?}", self.body))
-    }
-
-    fn header(&self, name: &str) -> Option<&str> {
-        self.headers.get(name).map(|v| v.to_str().unwrap())
-    }
-}
-
 async fn call(method: Method, url: &str, headers: &[(&str, &str)], body: &str) -> Reply {
-    let client: Client<HttpConnector, Full<Bytes>> =
-        Client::builder(TokioExecutor::new()).build_http();
-    let mut req = Request::builder().method(method).uri(url);
-    for (k, v) in headers {
-        req = req.header(*k, *v);
-    }
-    let req = req.body(Full::new(Bytes::from(body.to_string()))).unwrap();
-    let response = tokio::time::timeout(Duration::from_secs(30), client.request(req))
-        .await
-        .expect("the gateway answers")
-        .unwrap();
-    let (parts, body) = response.into_parts();
-    Reply {
-        status: parts.status,
-        headers: parts.headers,
-        body: body.collect().await.unwrap().to_bytes(),
-    }
+    fetch(
+        method,
+        url,
+        headers,
+        body.to_string(),
+        Duration::from_secs(30),
+    )
+    .await
 }
 
 const JSON: (&str, &str) = ("content-type", "application/json");

@@ -171,6 +171,22 @@ impl TestDb {
             .unwrap_or_else(|e| panic!("statement {sql:?} on {}: {e}", self.url))
     }
 
+    /// Enrolls a user through the real CLI (`--password-stdin`); the test fails if it fails.
+    pub fn enroll(&self, username: &str, phone: &str, name: &str, password: &str) {
+        let out = self
+            .cmd()
+            .args(["enroll", "--username", username, "--phone", phone])
+            .args(["--name", name, "--password-stdin"])
+            .write_stdin(format!("{password}\n"))
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "enroll failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
     /// Rows in `table` (one of the schema's table names).
     pub fn count(&self, table: &str) -> i64 {
         assert!(

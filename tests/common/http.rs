@@ -1,0 +1,85 @@
+//! One HTTP request to the gateway and its whole reply, for the HTTP and end-to-end tests.
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use hyper::{body::Incoming, header, HeaderMap, Method, Request, Response, StatusCode};
+use hyper_util::{client::legacy::Client, rt::TokioExecutor};
+use serde_json::Value;
+
+#[derive(Debug, Clone)]
+pub struct Reply {
+    pub status: StatusCode,
+    pub headers: HeaderMap,
+    pub body: Bytes,
+}
+
+impl Reply {
+    pub fn json(&self) -> Value {
+        serde_json::from_slice(&self.body)
+            .unwrap_or_else(|e| panic!("not JSON ({e}): {:?}", self.body))
+    }
+
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.get(name).map(|v| v.to_str().unwrap())
+    }
+
+    /// Every `Set-Cookie` header, whole.
+    pub fn cookies(&self) -> Vec<String> {
+        self.headers
+            .get_all(header::SET_COOKIE)
+            .iter()
+            .map(|v| v.to_str().unwrap().to_string())
+            .collect()
+    }
+
+    /// The value a `Set-Cookie` gives the named cookie.
+    pub fn cookie(&self, name: &str) -> Option<String> {
+        self.set_cookie(name).map(|(value, _)| value)
+    }
+
+    /// The value a `Set-Cookie` gives the named cookie, and the whole header.
+    pub fn set_cookie(&self, name: &str) -> Option<(String, String)> {
+        self.cookies().into_iter().find_map(|c| {
+            let (k, v) = c.split(';').next()?.split_once('=')?;
+            (k == name).then(|| (v.to_string(), c.clone()))
+        })
+    }
+}
+
+/// Sends one request and returns the response with its body still streaming (SSE).
+pub async fn send(
+    method: Method,
+    url: &str,
+    headers: &[(&str, &str)],
+    body: impl Into<Bytes>,
+    within: Duration,
+) -> Response<Incoming> {
+    let mut req = Request::builder().method(method).uri(url);
+    for (k, v) in headers {
+        req = req.header(*k, *v);
+    }
+    let req = req.body(Full::new(body.into())).unwrap();
+    let client = Client::builder(TokioExecutor::new()).build_http();
+    tokio::time::timeout(within, client.request(req))
+        .await
+        .unwrap_or_else(|_| panic!("{url} did not answer within {within:?}"))
+        .unwrap_or_else(|e| panic!("{url}: {e}"))
+}
+
+/// Sends one request and reads the whole reply.
+pub async fn fetch(
+    method: Method,
+    url: &str,
+    headers: &[(&str, &str)],
+    body: impl Into<Bytes>,
+    within: Duration,
+) -> Reply {
+    let (parts, body) = send(method, url, headers, body, within).await.into_parts();
+    Reply {
+        status: parts.status,
+        headers: parts.headers,
+        body: body.collect().await.unwrap().to_bytes(),
+    }
+}
