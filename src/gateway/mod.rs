@@ -178,7 +178,7 @@ pub fn router(state: Arc<Gateway>) -> Router {
         .route("/metrics", get(pages::metrics))
         .route("/", get(pages::index))
         .route("/app.js", get(pages::app_js))
-        .route("/clipboard.js", get(pages::clipboard_js))
+        .route("/shared.js", get(pages::shared_js))
         .route("/style.css", get(pages::style_css))
         .route("/payments", get(pages::payments))
         .route("/payments.js", get(pages::payments_js))

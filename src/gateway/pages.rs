@@ -20,7 +20,7 @@ use crate::{
 
 const INDEX_HTML: &str = include_str!("web/index.html");
 const APP_JS: &str = include_str!("web/app.js");
-const CLIPBOARD_JS: &str = include_str!("web/clipboard.js");
+const SHARED_JS: &str = include_str!("web/shared.js");
 const STYLE_CSS: &str = include_str!("web/style.css");
 const PAYMENTS_HTML: &str = include_str!("web/payments.html");
 const PAYMENTS_JS: &str = include_str!("web/payments.js");
@@ -44,8 +44,8 @@ pub async fn app_js() -> Response {
     page("text/javascript; charset=utf-8", "no-cache", APP_JS)
 }
 
-pub async fn clipboard_js() -> Response {
-    page("text/javascript; charset=utf-8", "no-cache", CLIPBOARD_JS)
+pub async fn shared_js() -> Response {
+    page("text/javascript; charset=utf-8", "no-cache", SHARED_JS)
 }
 
 pub async fn style_css() -> Response {

@@ -87,13 +87,9 @@
 
   // ---------------------------------------------------------------- helpers
 
-  function setText(node, text) {
-    node.textContent = text == null ? "" : String(text);
-  }
-
-  function show(node, visible) {
-    node.hidden = !visible;
-  }
+  var setText = window.dialgate.setText;
+  var show = window.dialgate.show;
+  var setBusy = window.dialgate.setBusy;
 
   function showStep(name) {
     Object.keys(el.steps).forEach(function (key) {
@@ -118,37 +114,11 @@
     return Date.now() + clockSkewMs;
   }
 
-  // fetch() returning {status, body, response}; body is parsed JSON or null.
+  // The API, keeping the server's clock for the countdown.
   function api(method, path, options) {
-    options = options || {};
-    var headers = { Accept: "application/json" };
-    var init = {
-      method: method,
-      headers: headers,
-      credentials: "same-origin",
-      cache: "no-store"
-    };
-    if (options.secret) headers.Authorization = "Bearer " + options.secret;
-    if (options.json !== undefined) {
-      headers["Content-Type"] = "application/json";
-      init.body = JSON.stringify(options.json);
-    }
-    return fetch(path, init).then(function (response) {
-      noteServerDate(response);
-      if (response.status === 204) {
-        return { status: 204, body: null, response: response };
-      }
-      return response.text().then(function (text) {
-        var body = null;
-        if (text) {
-          try {
-            body = JSON.parse(text);
-          } catch (e) {
-            body = null;
-          }
-        }
-        return { status: response.status, body: body, response: response };
-      });
+    return window.dialgate.request(method, path, options).then(function (r) {
+      noteServerDate(r.response);
+      return r;
     });
   }
 
@@ -161,13 +131,6 @@
 
   function pluralSeconds(n) {
     return n + (n === 1 ? " second" : " seconds");
-  }
-
-  function setBusy(button, busy) {
-    button.disabled = busy;
-    if (busy) button.setAttribute("aria-busy", "true");
-    else button.removeAttribute("aria-busy");
-    button.classList.toggle("is-busy", busy);
   }
 
   // ---------------------------------------------------------------- step 1: login
@@ -601,7 +564,7 @@
       el.copyButton.classList.toggle("is-done", ok);
       copyTimer = setTimeout(resetCopy, 2500);
     }
-    window.dialgateCopy(number, el.copyButton, done);
+    window.dialgate.copy(number, el.copyButton, done);
   }
 
   // ---------------------------------------------------------------- step 3: signed in

@@ -82,20 +82,9 @@
 
   // ---------------------------------------------------------------- helpers
 
-  function setText(node, text) {
-    node.textContent = text == null ? "" : String(text);
-  }
-
-  function show(node, visible) {
-    node.hidden = !visible;
-  }
-
-  function setBusy(button, busy) {
-    button.disabled = busy;
-    if (busy) button.setAttribute("aria-busy", "true");
-    else button.removeAttribute("aria-busy");
-    button.classList.toggle("is-busy", busy);
-  }
+  var setText = window.dialgate.setText;
+  var show = window.dialgate.show;
+  var setBusy = window.dialgate.setBusy;
 
   // Announces `text` in the page's live region (cleared again after a while).
   function announce(text, tone) {
@@ -110,32 +99,8 @@
     }
   }
 
-  // fetch() returning {status, body, response}; body is parsed JSON or null.
   function api(method, path, json) {
-    var headers = { Accept: "application/json" };
-    var init = {
-      method: method,
-      headers: headers,
-      credentials: "same-origin",
-      cache: "no-store"
-    };
-    if (json !== undefined) {
-      headers["Content-Type"] = "application/json";
-      init.body = JSON.stringify(json);
-    }
-    return fetch(path, init).then(function (response) {
-      return response.text().then(function (text) {
-        var body = null;
-        if (text) {
-          try {
-            body = JSON.parse(text);
-          } catch (e) {
-            body = null;
-          }
-        }
-        return { status: response.status, body: body, response: response };
-      });
-    });
+    return window.dialgate.request(method, path, { json: json });
   }
 
   function retryAfter(r) {
@@ -669,7 +634,7 @@
       el.copy.classList.toggle("is-done", ok);
       copyTimer = setTimeout(resetCopy, 2500);
     }
-    window.dialgateCopy(password, el.copy, done);
+    window.dialgate.copy(password, el.copy, done);
   }
 
   function onDone() {
