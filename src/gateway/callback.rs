@@ -21,7 +21,7 @@ use serde_json::json;
 use tracing::{info, warn};
 
 use super::{
-    api::{challenge_secret, plausible_id, ClientIp},
+    api::{blocking, challenge_secret, plausible_id, ClientIp},
     ApiError, Gateway,
 };
 use crate::{
@@ -180,14 +180,6 @@ pub fn failure_reason(outcome: &OriginateOutcome) -> &'static str {
 
 fn unavailable(detail: &str) -> ApiError {
     ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "callback_unavailable").detail(detail)
-}
-
-async fn blocking<T: Send + 'static>(
-    f: impl FnOnce() -> T + Send + 'static,
-) -> Result<T, ApiError> {
-    tokio::task::spawn_blocking(f)
-        .await
-        .map_err(|e| ApiError::internal("a blocking task", e))
 }
 
 /// Writes an audit row; a store failure is only logged.

@@ -29,7 +29,7 @@ use tokio::sync::OwnedSemaphorePermit;
 use tracing::info;
 
 use super::{
-    api::{bearer, cookie, rfc3339_ms, ClientIp, JsonBody},
+    api::{bearer, blocking, cookie, rfc3339_ms, ClientIp, JsonBody},
     ApiError, Gateway, MAX_BODY_BYTES, SESSION_COOKIE,
 };
 use crate::{
@@ -52,15 +52,6 @@ pub const IDEMPOTENCY_KEY_HEADER: &str = "idempotency-key";
 // ---------------------------------------------------------------------------------------
 // Helpers
 // ---------------------------------------------------------------------------------------
-
-/// Runs blocking work (store, Argon2id) off the async workers.
-async fn blocking<T: Send + 'static>(
-    f: impl FnOnce() -> T + Send + 'static,
-) -> Result<T, ApiError> {
-    tokio::task::spawn_blocking(f)
-        .await
-        .map_err(|e| ApiError::internal("a blocking task", e))
-}
 
 async fn argon_permit(gw: &Gateway) -> Result<OwnedSemaphorePermit, ApiError> {
     Arc::clone(&gw.argon_permits)
