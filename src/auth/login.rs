@@ -30,6 +30,21 @@ pub const MAX_CHALLENGE_TTL: Duration = Duration::from_secs(600);
 /// operator sets a new password (security.md: at most 100).
 pub const MAX_CONSECUTIVE_FAILURES: i32 = 100;
 
+/// Why the holder of a known account who gave its long-term password (right or wrong)
+/// is refused, as the audit names it; `None` lets them in. One order for logins,
+/// temporary passwords and payments: a wrong password is always reported as such.
+pub fn refusal(account: &Account, password_ok: bool) -> Option<&'static str> {
+    if !password_ok {
+        Some("wrong_password")
+    } else if account.status != "active" {
+        Some("disabled")
+    } else if account.failed_logins >= MAX_CONSECUTIVE_FAILURES {
+        Some("locked")
+    } else {
+        None
+    }
+}
+
 #[derive(Debug, Clone)]
 pub struct LoginSettings {
     /// The pool of numbers users call; a challenge gets one no other pending challenge
@@ -201,15 +216,7 @@ pub fn start(
         audit::record(&mut conn, event)?;
         return Err(LoginError::InvalidCredentials);
     };
-    let refusal = if !password_ok {
-        Some("wrong_password")
-    } else if account.status != "active" {
-        Some("disabled")
-    } else if account.failed_logins >= MAX_CONSECUTIVE_FAILURES {
-        Some("locked")
-    } else {
-        None
-    };
+    let refusal = refusal(&account, password_ok);
     if let Some(reason) = refusal {
         drop(conn);
         let (account_id, username) = (account.id, account.username.clone());

@@ -35,9 +35,7 @@ use subtle::ConstantTimeEq;
 
 use super::{
     accounts::{normalize_username, AccountError},
-    audit,
-    login::MAX_CONSECUTIVE_FAILURES,
-    passwords,
+    audit, login, passwords,
     temp_passwords::{self, count_failure, dummy_hash, find_account, TempPasswordRow},
 };
 use crate::store::{
@@ -539,10 +537,7 @@ pub fn pay(
     }
     let refusal = match (&account, credential) {
         (None, _) => Some("unknown_user"),
-        (Some(_), None) => Some("wrong_password"),
-        (Some(a), Some(_)) if a.status != "active" => Some("disabled"),
-        (Some(a), Some(_)) if a.failed_logins >= MAX_CONSECUTIVE_FAILURES => Some("locked"),
-        _ => None,
+        (Some(a), credential) => login::refusal(a, credential.is_some()),
     };
     let (Some(account), Some(credential), None) = (account, credential, refusal) else {
         let reason = refusal.expect("a refusal when anything is missing");

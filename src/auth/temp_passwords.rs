@@ -30,7 +30,7 @@ use sha2::Sha256;
 use super::{
     accounts::{normalize_username, AccountError},
     audit,
-    login::{random_token, MAX_CONSECUTIVE_FAILURES},
+    login::{self, random_token},
     passwords,
 };
 use crate::store::{
@@ -374,15 +374,7 @@ pub(crate) fn verify_long_term(
         audit::record(conn, event)?;
         return Ok(None);
     };
-    let refusal = if !password_ok {
-        Some("wrong_password")
-    } else if account.status != "active" {
-        Some("disabled")
-    } else if account.failed_logins >= MAX_CONSECUTIVE_FAILURES {
-        Some("locked")
-    } else {
-        None
-    };
+    let refusal = login::refusal(&account, password_ok);
     conn.transaction::<_, DieselError, _>(|conn| {
         match refusal {
             Some("wrong_password") => count_failure(conn, account.id)?,
