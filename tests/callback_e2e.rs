@@ -14,7 +14,7 @@ use common::{
     ami_server::{AmiScript, ScriptedAmi},
     db::{bare_cmd, TestDb},
     free_port,
-    http::{fetch, send, Reply},
+    http::{http, send, Reply},
     ServeProcess,
 };
 use dialgate::agi::peer::{place_call, CallOutcome, CallSpec};
@@ -84,17 +84,6 @@ impl Gate {
     fn log(&self) -> String {
         self.process.log_text()
     }
-}
-
-async fn http(method: Method, url: &str, headers: &[(&str, &str)], body: &str) -> Reply {
-    fetch(
-        method,
-        url,
-        headers,
-        body.to_string(),
-        Duration::from_secs(20),
-    )
-    .await
 }
 
 struct Login {

@@ -17,7 +17,7 @@ use bytes::Bytes;
 use common::{
     db::{Backend, TestDb},
     free_port,
-    http::{fetch, send, Reply},
+    http::{http, send, Reply},
     ServeProcess,
 };
 use dialgate::agi::{
@@ -131,18 +131,6 @@ impl Gate {
     fn log(&self) -> String {
         self.process.log_text()
     }
-}
-
-/// A request with a generous time limit (a store outage may take the pool's 5 s).
-async fn http(method: Method, url: &str, headers: &[(&str, &str)], body: &str) -> Reply {
-    fetch(
-        method,
-        url,
-        headers,
-        body.to_string(),
-        Duration::from_secs(20),
-    )
-    .await
 }
 
 async fn login_reply(gate: &Gate) -> Reply {

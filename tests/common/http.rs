@@ -83,3 +83,16 @@ pub async fn fetch(
         body: body.collect().await.unwrap().to_bytes(),
     }
 }
+
+/// A request with a generous time limit (a store outage may take the pool's timeout)
+/// and the whole reply.
+pub async fn http(method: Method, url: &str, headers: &[(&str, &str)], body: &str) -> Reply {
+    fetch(
+        method,
+        url,
+        headers,
+        body.to_string(),
+        Duration::from_secs(20),
+    )
+    .await
+}
