@@ -165,6 +165,22 @@ fn payments_flow(wd: &WebDriver, server: &Server, out: &Path) {
         "the shown-once note reads {note:?}"
     );
     assert!(wd.is_displayed("#copy-password"));
+    // Copying says how it went (headless Chromium may refuse the clipboard: either way
+    // the button and the live status must say which).
+    wd.click("#copy-password");
+    wd.wait_until("the copy button to report", || {
+        wd.text("#copy-password-label") != "Copy password"
+    });
+    let (label, status) = (
+        wd.text("#copy-password-label"),
+        wd.text("#copy-password-status"),
+    );
+    assert!(
+        (label == "Copied" && status == "Password copied to the clipboard.")
+            || (label == "Copy failed"
+                && status == "Could not copy. Select the password and copy it instead."),
+        "copy feedback: {label:?} / {status:?}"
+    );
     let font = wd
         .exec_str("return getComputedStyle(document.getElementById('issued-password')).fontFamily");
     assert!(

@@ -83,7 +83,6 @@
   var demoMode = false;
   var clockSkewMs = 0; // server time minus browser time, from the Date header
   var rateLimitTimer = null;
-  var copyTimer = null;
 
   // ---------------------------------------------------------------- helpers
 
@@ -257,7 +256,7 @@
     var digits = maskedDigits(hint);
     setText(el.phoneSr, digits ? "ending in " + digits : hint);
     renderCode(body.code);
-    resetCopy();
+    copyNumber.reset();
 
     setCallStatus("Waiting for your call…", "waiting");
     show(el.restart, false);
@@ -547,24 +546,10 @@
 
   // ---------------------------------------------------------------- copy
 
-  function resetCopy() {
-    clearTimeout(copyTimer);
-    setText(el.copyLabel, "Copy number");
-    setText(el.copyStatus, "");
-    el.copyButton.classList.remove("is-done");
-  }
+  var copyNumber = window.dialgate.copyButton(el.copyButton, el.copyLabel, el.copyStatus, "number");
 
   function onCopy() {
-    var number = (el.dialLink.getAttribute("href") || "").replace(/^tel:/, "");
-    if (!number) return;
-    function done(ok) {
-      clearTimeout(copyTimer);
-      setText(el.copyLabel, ok ? "Copied" : "Copy failed");
-      setText(el.copyStatus, ok ? "Number copied to the clipboard." : "Could not copy. Select the number and copy it instead.");
-      el.copyButton.classList.toggle("is-done", ok);
-      copyTimer = setTimeout(resetCopy, 2500);
-    }
-    window.dialgate.copy(number, el.copyButton, done);
+    copyNumber.copy((el.dialLink.getAttribute("href") || "").replace(/^tel:/, ""));
   }
 
   // ---------------------------------------------------------------- step 3: signed in

@@ -77,7 +77,6 @@
 
   var currency = "";
   var items = [];
-  var copyTimer = null;
   var statusTimer = null;
 
   // ---------------------------------------------------------------- helpers
@@ -568,7 +567,7 @@
     if (issued.currency && !currency) currency = String(issued.currency);
     setText(el.issuedPassword, issued.password);
     setText(el.issuedSummary, describeConditions(issued));
-    resetCopy();
+    copyPassword.reset();
     show(el.issued, true);
     el.issuedHeading.focus();
   }
@@ -576,7 +575,7 @@
   function hideIssued() {
     setText(el.issuedPassword, "");
     setText(el.issuedSummary, "");
-    resetCopy();
+    copyPassword.reset();
     show(el.issued, false);
   }
 
@@ -617,24 +616,10 @@
 
   // ---------------------------------------------------------------- copy
 
-  function resetCopy() {
-    clearTimeout(copyTimer);
-    setText(el.copyLabel, "Copy password");
-    setText(el.copyStatus, "");
-    el.copy.classList.remove("is-done");
-  }
+  var copyPassword = window.dialgate.copyButton(el.copy, el.copyLabel, el.copyStatus, "password");
 
   function onCopy() {
-    var password = el.issuedPassword.textContent;
-    if (!password) return;
-    function done(ok) {
-      clearTimeout(copyTimer);
-      setText(el.copyLabel, ok ? "Copied" : "Copy failed");
-      setText(el.copyStatus, ok ? "Password copied to the clipboard." : "Could not copy. Select the password and copy it instead.");
-      el.copy.classList.toggle("is-done", ok);
-      copyTimer = setTimeout(resetCopy, 2500);
-    }
-    window.dialgate.copy(password, el.copy, done);
+    copyPassword.copy(el.issuedPassword.textContent);
   }
 
   function onDone() {

@@ -77,3 +77,29 @@ window.dialgate.copy = function (text, focusAfter, done) {
     done(fallback());
   }
 };
+
+// A copy button with its label and live status. `what` names what it copies ("number").
+// copy(text) copies and says how it went; reset() returns to "Copy <what>".
+window.dialgate.copyButton = function (button, label, status, what) {
+  var setText = window.dialgate.setText;
+  var timer = null;
+  function reset() {
+    clearTimeout(timer);
+    setText(label, "Copy " + what);
+    setText(status, "");
+    button.classList.remove("is-done");
+  }
+  function copy(text) {
+    if (!text) return;
+    window.dialgate.copy(text, button, function (ok) {
+      clearTimeout(timer);
+      setText(label, ok ? "Copied" : "Copy failed");
+      setText(status, ok
+        ? what.charAt(0).toUpperCase() + what.slice(1) + " copied to the clipboard."
+        : "Could not copy. Select the " + what + " and copy it instead.");
+      button.classList.toggle("is-done", ok);
+      timer = setTimeout(reset, 2500);
+    });
+  }
+  return { copy: copy, reset: reset };
+};
