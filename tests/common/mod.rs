@@ -158,6 +158,17 @@ impl ServeProcess {
     /// Starts the real binary with `args` (after `serve --agi-listen ADDR`), optionally
     /// with a lower open-file limit, and waits until it listens.
     pub fn start(args: &[&str], nofile_limit: Option<u64>) -> ServeProcess {
+        ServeProcess::spawn(args, "127.0.0.1:0", nofile_limit)
+    }
+
+    /// Like [`ServeProcess::start`], but listening for HTTP on `http_listen` (a known
+    /// port, e.g. for `--node-url`): `serve` refuses a repeated `--http-listen`, so this
+    /// passes only the one given here.
+    pub fn start_with_http(args: &[&str], http_listen: SocketAddr) -> ServeProcess {
+        ServeProcess::spawn(args, &http_listen.to_string(), None)
+    }
+
+    fn spawn(args: &[&str], http_listen: &str, nofile_limit: Option<u64>) -> ServeProcess {
         use std::os::unix::process::CommandExt;
         let addr = free_port();
         let dir = tempfile::tempdir().unwrap();
@@ -165,7 +176,7 @@ impl ServeProcess {
         let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_dialgate"));
         command
             .args(["serve", "--agi-listen", &addr.to_string()])
-            .args(["--http-listen", "127.0.0.1:0"])
+            .args(["--http-listen", http_listen])
             .arg("--data-dir")
             .arg(dir.path())
             .args(args)
@@ -208,35 +219,6 @@ impl ServeProcess {
             .unwrap();
         let addr = line.split("addr=").nth(1).unwrap();
         addr.split_whitespace().next().unwrap().parse().unwrap()
-    }
-
-    /// Like [`ServeProcess::start`], but listening for HTTP on `http_listen` (a known
-    /// port, e.g. for `--node-url`): `serve` refuses a repeated `--http-listen`, so this
-    /// passes only the one given here.
-    pub fn start_with_http(args: &[&str], http_listen: SocketAddr) -> ServeProcess {
-        let addr = free_port();
-        let dir = tempfile::tempdir().unwrap();
-        let log = dir.path().join("serve.log");
-        let child = std::process::Command::new(env!("CARGO_BIN_EXE_dialgate"))
-            .args(["serve", "--agi-listen", &addr.to_string()])
-            .args(["--http-listen", &http_listen.to_string()])
-            .arg("--data-dir")
-            .arg(dir.path())
-            .args(args)
-            .env("DIALGATE_LOG", "debug")
-            .env("NO_COLOR", "1")
-            .stdout(std::process::Stdio::null())
-            .stderr(std::fs::File::create(&log).unwrap())
-            .spawn()
-            .unwrap();
-        let process = ServeProcess {
-            child,
-            addr,
-            log,
-            _dir: dir,
-        };
-        process.wait_for_log("FastAGI server listening");
-        process
     }
 
     pub fn log_text(&self) -> String {
