@@ -25,7 +25,7 @@ use super::{
     ApiError, Gateway,
 };
 use crate::{
-    ami::{AmiClient, AmiError, LinkState, Originate, OriginateOutcome},
+    ami::{AmiClient, AmiError, LinkState, Originate, OriginateReason},
     auth::{
         audit,
         login::{self, CallbackTarget, ChallengeError},
@@ -169,12 +169,14 @@ impl CallbackLimiter {
 }
 
 /// The failure reason the browser is shown for an Originate that was not answered.
-pub fn failure_reason(outcome: &OriginateOutcome) -> &'static str {
-    match outcome.reason {
-        5 => "callback_busy",
-        1 | 3 => "callback_no_answer",
-        8 => "callback_congestion",
-        _ => "callback_failed",
+fn failure_reason(reason: OriginateReason) -> &'static str {
+    match reason {
+        OriginateReason::Busy => "callback_busy",
+        OriginateReason::HungUp | OriginateReason::NoAnswer => "callback_no_answer",
+        OriginateReason::Congestion => "callback_congestion",
+        OriginateReason::Failed | OriginateReason::Answered | OriginateReason::Other(_) => {
+            "callback_failed"
+        }
     }
 }
 
@@ -352,9 +354,9 @@ async fn place(
             return;
         }
         Ok(outcome) => (
-            failure_reason(&outcome),
-            json!({ "challenge_id": id, "reason_code": outcome.reason,
-                    "reason_text": outcome.reason_text(), "channel": outcome.channel,
+            failure_reason(outcome.reason),
+            json!({ "challenge_id": id, "reason_code": outcome.reason.code(),
+                    "reason_text": outcome.reason.as_str(), "channel": outcome.channel,
                     "uniqueid": outcome.uniqueid }),
         ),
         Err(e) => {
