@@ -27,8 +27,10 @@ use super::{
     hub::{unix_now, verify_signature, Waiter, SIGNATURE_HEADER, TIMESTAMP_HEADER},
     ApiError, Gateway, CHALLENGE_COOKIE, MAX_BODY_BYTES, SESSION_COOKIE,
 };
+pub(super) use crate::rt::blocking;
 use crate::{
     auth::login::{self, ChallengeError, ChallengeState, ChallengeStatus, LoginError},
+    rt::Interrupted,
     store::now_ms,
 };
 
@@ -87,13 +89,11 @@ async fn body_bytes<S: Send + Sync>(req: Request, state: &S) -> Result<Bytes, Ap
     })
 }
 
-/// Runs blocking work (store, Argon2id) off the async workers.
-pub(super) async fn blocking<T: Send + 'static>(
-    f: impl FnOnce() -> T + Send + 'static,
-) -> Result<T, ApiError> {
-    tokio::task::spawn_blocking(f)
-        .await
-        .map_err(|e| ApiError::internal("a blocking task", e))
+/// Blocking work (store, Argon2id) that did not return is a 500.
+impl From<Interrupted> for ApiError {
+    fn from(e: Interrupted) -> Self {
+        ApiError::internal("a blocking task", e)
+    }
 }
 
 pub(super) fn bearer(headers: &HeaderMap) -> Option<String> {
@@ -291,7 +291,7 @@ async fn read_status(
     secret: &str,
 ) -> Result<Result<ChallengeStatus, ChallengeError>, ApiError> {
     let (store, id, secret) = (gw.store.clone(), id.to_string(), secret.to_string());
-    blocking(move || login::status(&store, &id, &secret)).await
+    Ok(blocking(move || login::status(&store, &id, &secret)).await?)
 }
 
 pub async fn status(

@@ -194,7 +194,7 @@ async fn audit_row(
     detail: serde_json::Value,
 ) {
     let (store, target) = (store.clone(), target.clone());
-    let written = tokio::task::spawn_blocking(move || -> Result<(), String> {
+    let written = blocking(move || -> Result<(), String> {
         let mut conn = store.conn().map_err(|e| e.to_string())?;
         let mut event = audit::Event::new("callback", outcome)
             .account(target.account_id, &target.username)
@@ -378,7 +378,7 @@ async fn place(
     info!(challenge_id = %id, reason, "call-back failed");
     audit_row(&store, "failed", Some(reason), &target, None, detail).await;
     let (s, failed_id) = (store.clone(), id.clone());
-    match tokio::task::spawn_blocking(move || login::mark_failed(&s, &failed_id, reason)).await {
+    match blocking(move || login::mark_failed(&s, &failed_id, reason)).await {
         Ok(Ok(true)) => signal.challenge_changed(&id, target.node_url.as_deref()),
         Ok(Ok(false)) => {}
         Ok(Err(e)) => warn!(error = %e, challenge_id = %id, "could not fail the challenge"),
