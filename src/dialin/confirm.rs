@@ -13,7 +13,7 @@ use tracing::{info, warn};
 
 use crate::{
     agi::{server::RESULT_VARIABLE, AgiCall, CallError, Command, Script, ScriptFuture},
-    auth::{audit, login, signal::ChallengeSignal},
+    auth::{audit, login, plausible_challenge_id, signal::ChallengeSignal},
     metrics::Metrics,
     rt::blocking,
     store::{Store, StoreError},
@@ -127,10 +127,6 @@ impl Script for Arc<Confirm> {
     }
 }
 
-fn plausible_id(id: &str) -> bool {
-    !id.is_empty() && id.len() <= 64 && id.bytes().all(|b| b.is_ascii_alphanumeric())
-}
-
 impl Confirm {
     async fn handle(self: Arc<Self>, mut call: AgiCall) -> anyhow::Result<()> {
         let started = Instant::now();
@@ -188,7 +184,11 @@ impl Confirm {
     }
 
     async fn judge(&self, call: &mut AgiCall, facts: &mut CallFacts) -> anyhow::Result<Outcome> {
-        let Some(id) = facts.challenge_id.clone().filter(|id| plausible_id(id)) else {
+        let Some(id) = facts
+            .challenge_id
+            .clone()
+            .filter(|id| plausible_challenge_id(id))
+        else {
             return Ok(Outcome::NoPending);
         };
         // Only a call-back this node placed, judged once.

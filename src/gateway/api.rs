@@ -29,7 +29,10 @@ use super::{
 };
 pub(super) use crate::rt::blocking;
 use crate::{
-    auth::login::{self, ChallengeError, ChallengeState, ChallengeStatus, LoginError},
+    auth::{
+        login::{self, ChallengeError, ChallengeState, ChallengeStatus, LoginError},
+        plausible_challenge_id,
+    },
     rt::Interrupted,
     store::now_ms,
 };
@@ -96,6 +99,28 @@ impl From<Interrupted> for ApiError {
     }
 }
 
+/// A challenge as the browser addresses it: the id from the path, the secret from
+/// `Authorization: Bearer`, else the cookie. No secret, or an id that cannot be one, is
+/// a 404 before any store work.
+pub struct ChallengeKey {
+    pub id: String,
+    pub secret: String,
+}
+
+impl<S: Send + Sync> FromRequestParts<S> for ChallengeKey {
+    type Rejection = Response;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        let Path(id) = Path::<String>::from_request_parts(parts, state)
+            .await
+            .map_err(IntoResponse::into_response)?;
+        let secret = challenge_secret(&parts.headers)
+            .filter(|_| plausible_challenge_id(&id))
+            .ok_or_else(|| ApiError::not_found().into_response())?;
+        Ok(ChallengeKey { id, secret })
+    }
+}
+
 pub(super) fn bearer(headers: &HeaderMap) -> Option<String> {
     headers
         .get_all(header::AUTHORIZATION)
@@ -124,17 +149,12 @@ pub(super) fn cookie(headers: &HeaderMap, name: &str) -> Option<String> {
 }
 
 /// The challenge secret: `Authorization: Bearer` first, else the cookie.
-pub(super) fn challenge_secret(headers: &HeaderMap) -> Option<String> {
+fn challenge_secret(headers: &HeaderMap) -> Option<String> {
     bearer(headers).or_else(|| cookie(headers, CHALLENGE_COOKIE))
 }
 
 fn session_token(headers: &HeaderMap) -> Option<String> {
     cookie(headers, SESSION_COOKIE).or_else(|| bearer(headers))
-}
-
-/// Challenge ids are short hex; anything else is not worth a store lookup.
-pub(super) fn plausible_id(id: &str) -> bool {
-    !id.is_empty() && id.len() <= 64 && id.bytes().all(|b| b.is_ascii_alphanumeric())
 }
 
 fn set_cookie(
@@ -296,12 +316,8 @@ async fn read_status(
 
 pub async fn status(
     State(gw): Shared,
-    Path(id): Path<String>,
-    headers: HeaderMap,
+    ChallengeKey { id, secret }: ChallengeKey,
 ) -> Result<Response, ApiError> {
-    let secret = challenge_secret(&headers)
-        .filter(|_| plausible_id(&id))
-        .ok_or_else(ApiError::not_found)?;
     let status = read_status(&gw, &id, &secret).await??;
     Ok(Json(state_json(&status)).into_response())
 }
@@ -380,12 +396,8 @@ impl EventWatch {
 
 pub async fn events(
     State(gw): Shared,
-    Path(id): Path<String>,
-    headers: HeaderMap,
+    ChallengeKey { id, secret }: ChallengeKey,
 ) -> Result<Response, ApiError> {
-    let secret = challenge_secret(&headers)
-        .filter(|_| plausible_id(&id))
-        .ok_or_else(ApiError::not_found)?;
     // Subscribe before reading, so a change in between is not lost.
     let waiter = gw.hub.subscribe(&id);
     let first = read_status(&gw, &id, &secret).await??;
@@ -421,13 +433,9 @@ pub async fn events(
 
 pub async fn exchange(
     State(gw): Shared,
-    Path(id): Path<String>,
+    ChallengeKey { id, secret }: ChallengeKey,
     ip: ClientIp,
-    headers: HeaderMap,
 ) -> Result<Response, ApiError> {
-    let secret = challenge_secret(&headers)
-        .filter(|_| plausible_id(&id))
-        .ok_or_else(ApiError::not_found)?;
     let result = {
         let (store, settings, client_ip) = (gw.store.clone(), gw.config.login.clone(), ip.text());
         blocking(move || login::exchange(&store, &settings, &id, &secret, client_ip.as_deref()))
@@ -553,6 +561,5 @@ mod tests {
     fn formats() {
         assert_eq!(rfc3339_ms(0), "1970-01-01T00:00:00Z");
         assert_eq!(dial_display("+861055550100"), "+86 10 5555 0100");
-        assert!(!plausible_id("../x"));
     }
 }

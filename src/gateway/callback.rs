@@ -12,8 +12,8 @@ use std::{
 
 use axum::{
     body::Bytes,
-    extract::{Path, State},
-    http::{HeaderMap, StatusCode},
+    extract::State,
+    http::StatusCode,
     response::{IntoResponse, Response},
     Json,
 };
@@ -21,7 +21,7 @@ use serde_json::json;
 use tracing::{info, warn};
 
 use super::{
-    api::{blocking, challenge_secret, plausible_id, ClientIp},
+    api::{blocking, ChallengeKey, ClientIp},
     ApiError, Gateway,
 };
 use crate::{
@@ -217,14 +217,10 @@ async fn audit_row(
 
 pub async fn request(
     State(gw): State<Arc<Gateway>>,
-    Path(id): Path<String>,
+    ChallengeKey { id, secret }: ChallengeKey,
     ip: ClientIp,
-    headers: HeaderMap,
     body: Bytes,
 ) -> Result<Response, ApiError> {
-    let secret = challenge_secret(&headers)
-        .filter(|_| plausible_id(&id))
-        .ok_or_else(ApiError::not_found)?;
     // The number is never the caller's to choose: refuse any body that says more than `{}`.
     let text = std::str::from_utf8(&body).unwrap_or("?").trim();
     if !(text.is_empty() || text == "{}" || text == "null") {
