@@ -24,7 +24,7 @@ use serde_json::json;
 use tracing::{info, warn};
 
 use super::{
-    hub::{unix_now, verify_signature, Waiter, SIGNATURE_HEADER, TIMESTAMP_HEADER},
+    hub::{verify_signature, Waiter, SIGNATURE_HEADER, TIMESTAMP_HEADER},
     ApiError, Gateway, CHALLENGE_COOKIE, MAX_BODY_BYTES, SESSION_COOKIE,
 };
 pub(super) use crate::rt::blocking;
@@ -527,7 +527,7 @@ pub async fn signal(
     let (Some(timestamp), Some(signature)) = (timestamp, signature) else {
         return Err(ApiError::unauthorized());
     };
-    if !verify_signature(&key, timestamp, &signature, &body, unix_now()) {
+    if !verify_signature(&key, timestamp, &signature, &body, now_ms() / 1000) {
         warn!("refused a node signal: bad signature or timestamp out of window");
         return Err(ApiError::unauthorized());
     }

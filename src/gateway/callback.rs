@@ -22,6 +22,7 @@ use tracing::{info, warn};
 
 use super::{
     api::{blocking, ChallengeKey, ClientIp},
+    limit::seconds_up,
     ApiError, Gateway,
 };
 use crate::{
@@ -33,7 +34,7 @@ use crate::{
     },
     dialin::confirm::PendingCallbacks,
     phone::{self, mask},
-    store::Store,
+    store::{now_ms, Store},
 };
 
 /// The channel variable carrying the challenge id to the dialplan (and `confirm`).
@@ -115,10 +116,6 @@ pub struct CallbackLimiter {
 }
 
 const HOUR: Duration = Duration::from_secs(3600);
-
-fn seconds_up(d: Duration) -> u64 {
-    (d.as_millis().div_ceil(1000) as u64).max(1)
-}
 
 impl CallbackLimiter {
     pub fn new(settings: &CallbackSettings) -> CallbackLimiter {
@@ -287,7 +284,7 @@ pub async fn request(
         return Err(unavailable("the call-back is misconfigured on this server"));
     }
     // The `confirm` call may arrive until the login expires.
-    let left = Duration::from_millis((target.expires_at_ms - crate::store::now_ms()).max(0) as u64);
+    let left = Duration::from_millis((target.expires_at_ms - now_ms()).max(0) as u64);
     gw.callbacks.insert(
         &target.challenge_id,
         Instant::now() + left + settings.timeout,
