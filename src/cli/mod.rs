@@ -187,29 +187,24 @@ impl GlobalArgs {
 
 pub async fn run(cli: Cli) -> Result<(), Failure> {
     let global = cli.global;
-    match cli.command {
-        Command::Serve(args) => serve::run(&global, args).await,
-        Command::Demo(args) => demo::run(&global, args).await,
-        Command::Replay(args) => replay::run(args).await,
-        Command::SimulateCall(args) => simulate_call::run(args).await,
-        Command::Loadtest(args) => loadtest::run(&global, args).await,
-        // Database work blocks: keep it off the async workers.
-        Command::Enroll(args) => blocking(move || enroll::run(&global, args)).await,
-        Command::Accounts(args) => blocking(move || accounts::run(&global, args)).await,
-        Command::Import(args) => blocking(move || import::run(&global, args)).await,
-        Command::Migrate => blocking(move || migrate::run(&global)).await,
-        Command::TempPassword(args) => blocking(move || temp_password::run(&global, args)).await,
-        Command::Balance(args) => blocking(move || balance::run(&global, args)).await,
-        Command::Pay(args) => blocking(move || pay::run(&global, args)).await,
-    }
-}
-
-async fn blocking(
-    work: impl FnOnce() -> Result<(), Failure> + Send + 'static,
-) -> Result<(), Failure> {
-    tokio::task::spawn_blocking(work)
+    // Database work blocks: it runs off the async workers.
+    let work: Box<dyn FnOnce() -> Result<(), Failure> + Send> = match cli.command {
+        Command::Serve(args) => return serve::run(&global, args).await,
+        Command::Demo(args) => return demo::run(&global, args).await,
+        Command::Replay(args) => return replay::run(args).await,
+        Command::SimulateCall(args) => return simulate_call::run(args).await,
+        Command::Loadtest(args) => return loadtest::run(&global, args).await,
+        Command::Enroll(args) => Box::new(move || enroll::run(&global, args)),
+        Command::Accounts(args) => Box::new(move || accounts::run(&global, args)),
+        Command::Import(args) => Box::new(move || import::run(&global, args)),
+        Command::Migrate => Box::new(move || migrate::run(&global)),
+        Command::TempPassword(args) => Box::new(move || temp_password::run(&global, args)),
+        Command::Balance(args) => Box::new(move || balance::run(&global, args)),
+        Command::Pay(args) => Box::new(move || pay::run(&global, args)),
+    };
+    crate::rt::blocking(work)
         .await
-        .unwrap_or_else(|e| Err(Failure::System(anyhow::anyhow!("command panicked: {e}"))))
+        .unwrap_or_else(|e| Err(Failure::System(anyhow::anyhow!("command failed: {e}"))))
 }
 
 /// Reads a password: one line from stdin with --password-stdin, else twice from the

@@ -13,8 +13,9 @@ use tracing::{info, warn};
 
 use crate::{
     agi::{server::RESULT_VARIABLE, AgiCall, CallError, Command, Script, ScriptFuture},
-    auth::{audit, login, signal::ChallengeSignal},
+    auth::{audit, login, plausible_challenge_id, signal::ChallengeSignal},
     metrics::Metrics,
+    rt::blocking,
     store::{Store, StoreError},
 };
 
@@ -126,16 +127,6 @@ impl Script for Arc<Confirm> {
     }
 }
 
-async fn blocking<T: Send + 'static>(
-    work: impl FnOnce() -> Result<T, StoreError> + Send + 'static,
-) -> anyhow::Result<T> {
-    Ok(tokio::task::spawn_blocking(work).await??)
-}
-
-fn plausible_id(id: &str) -> bool {
-    !id.is_empty() && id.len() <= 64 && id.bytes().all(|b| b.is_ascii_alphanumeric())
-}
-
 impl Confirm {
     async fn handle(self: Arc<Self>, mut call: AgiCall) -> anyhow::Result<()> {
         let started = Instant::now();
@@ -175,7 +166,7 @@ impl Confirm {
         info!(result = outcome.as_str(), challenge_id = ?facts.challenge_id,
             took_ms = started.elapsed().as_millis() as u64, "confirm call");
         let store = self.store.clone();
-        let audited = blocking(move || {
+        let audited = blocking(move || -> Result<(), StoreError> {
             let mut conn = store.conn()?;
             let detail = serde_json::to_value(&facts).unwrap_or_default();
             audit::record(
@@ -185,7 +176,7 @@ impl Confirm {
             .map_err(Into::into)
         })
         .await;
-        if let Err(e) = audited {
+        if let Err(e) = audited.map_err(anyhow::Error::from).and_then(|r| Ok(r?)) {
             warn!(error = %format!("{e:#}"), "could not write the confirm call's audit row");
         }
         call.close().await;
@@ -193,7 +184,11 @@ impl Confirm {
     }
 
     async fn judge(&self, call: &mut AgiCall, facts: &mut CallFacts) -> anyhow::Result<Outcome> {
-        let Some(id) = facts.challenge_id.clone().filter(|id| plausible_id(id)) else {
+        let Some(id) = facts
+            .challenge_id
+            .clone()
+            .filter(|id| plausible_challenge_id(id))
+        else {
             return Ok(Outcome::NoPending);
         };
         // Only a call-back this node placed, judged once.
@@ -203,20 +198,20 @@ impl Confirm {
         }
         let store = self.store.clone();
         let lookup = id.clone();
-        let Some(pending) = blocking(move || login::pending_by_id(&store, &lookup)).await? else {
+        let Some(pending) = blocking(move || login::pending_by_id(&store, &lookup)).await?? else {
             return Ok(Outcome::NoPending);
         };
         let pressed_one = self.pressed_one(call).await?;
         let store = self.store.clone();
         if pressed_one {
-            if !blocking(move || login::mark_verified(&store, &id)).await? {
+            if !blocking(move || login::mark_verified(&store, &id)).await?? {
                 return Ok(Outcome::NoPending);
             }
             self.signal
                 .challenge_changed(&pending.id, pending.node_url.as_deref());
             Ok(Outcome::Verified)
         } else {
-            if blocking(move || login::mark_failed(&store, &id, REFUSED_REASON)).await? {
+            if blocking(move || login::mark_failed(&store, &id, REFUSED_REASON)).await?? {
                 self.signal
                     .challenge_changed(&pending.id, pending.node_url.as_deref());
             }

@@ -78,7 +78,8 @@ fn account_key(username: &str) -> Key {
     Key::Account(name)
 }
 
-fn seconds_up(d: Duration) -> u64 {
+/// Whole seconds to wait, rounded up, at least 1 (for `Retry-After`).
+pub(super) fn seconds_up(d: Duration) -> u64 {
     (d.as_millis().div_ceil(1000) as u64).max(1)
 }
 
