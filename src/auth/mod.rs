@@ -3,6 +3,7 @@
 
 pub mod accounts;
 pub mod audit;
+pub mod callbacks;
 pub mod documents;
 pub mod login;
 pub mod passwords;

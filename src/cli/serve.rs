@@ -11,11 +11,14 @@ use super::{temp_password::KeyArgs, Failure, GlobalArgs};
 use crate::{
     agi::{Server, ServerConfig},
     ami::{AmiClient, AmiConfig},
-    auth::login::{LoginSettings, MAX_CHALLENGE_TTL},
+    auth::{
+        callbacks::PendingCallbacks,
+        login::{LoginSettings, MAX_CHALLENGE_TTL},
+    },
     config::{Config, ServeFile},
     dialin::{
         self,
-        confirm::{Confirm, ConfirmConfig, PendingCallbacks},
+        confirm::{Confirm, ConfirmConfig},
         verify::{Mode, Trunk, Verify, VerifyConfig},
     },
     gateway::{

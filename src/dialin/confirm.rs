@@ -4,8 +4,7 @@
 //! Every path ends in a `DIALGATE_RESULT` and an audit row; nothing is granted on an error.
 
 use std::{
-    collections::HashMap,
-    sync::{Arc, Mutex},
+    sync::Arc,
     time::{Duration, Instant},
 };
 
@@ -13,7 +12,9 @@ use tracing::{info, warn};
 
 use crate::{
     agi::{server::RESULT_VARIABLE, AgiCall, CallError, Command, Script, ScriptFuture},
-    auth::{audit, login, plausible_challenge_id, signal::ChallengeSignal},
+    auth::{
+        audit, callbacks::PendingCallbacks, login, plausible_challenge_id, signal::ChallengeSignal,
+    },
     metrics::Metrics,
     rt::blocking,
     store::{Store, StoreError},
@@ -21,45 +22,6 @@ use crate::{
 
 /// Failure reason recorded on the challenge when the user does not press 1.
 pub const REFUSED_REASON: &str = "callback_refused";
-
-/// Challenges this node placed a call-back for and that no `confirm` call has judged yet.
-/// `confirm` only acts on these, so the script cannot verify a challenge nobody called
-/// back (e.g. a dialplan that reaches it by mistake).
-#[derive(Debug, Default)]
-pub struct PendingCallbacks {
-    entries: Mutex<HashMap<String, Instant>>,
-}
-
-impl PendingCallbacks {
-    /// Registers a call-back for `challenge_id`, valid until `until`.
-    pub fn insert(&self, challenge_id: &str, until: Instant) {
-        let mut entries = self.entries.lock().unwrap_or_else(|e| e.into_inner());
-        let now = Instant::now();
-        entries.retain(|_, until| *until > now);
-        entries.insert(challenge_id.to_string(), until);
-    }
-
-    /// Takes the registration (once): `true` if a live call-back was outstanding.
-    pub fn take(&self, challenge_id: &str) -> bool {
-        let mut entries = self.entries.lock().unwrap_or_else(|e| e.into_inner());
-        entries
-            .remove(challenge_id)
-            .is_some_and(|until| until > Instant::now())
-    }
-
-    /// Forgets a call-back that failed (busy, no answer, ...).
-    pub fn remove(&self, challenge_id: &str) {
-        let mut entries = self.entries.lock().unwrap_or_else(|e| e.into_inner());
-        entries.remove(challenge_id);
-    }
-
-    pub fn contains(&self, challenge_id: &str) -> bool {
-        let entries = self.entries.lock().unwrap_or_else(|e| e.into_inner());
-        entries
-            .get(challenge_id)
-            .is_some_and(|until| *until > Instant::now())
-    }
-}
 
 #[derive(Debug, Clone)]
 pub struct ConfirmConfig {
@@ -231,21 +193,5 @@ impl Confirm {
             Err(CallError::ChannelDead(_) | CallError::Closed) => Ok(false),
             Err(e) => Err(e.into()),
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn pending_callbacks_are_taken_once() {
-        let p = PendingCallbacks::default();
-        p.insert("abc", Instant::now() + Duration::from_secs(60));
-        assert!(p.contains("abc"));
-        assert!(p.take("abc"));
-        assert!(!p.take("abc"));
-        p.insert("old", Instant::now());
-        assert!(!p.take("old"));
     }
 }

@@ -27,12 +27,12 @@ use super::{
 };
 use crate::{
     ami::{AmiClient, AmiError, LinkState, Originate, OriginateReason},
+    auth::callbacks::PendingCallbacks,
     auth::{
         audit,
         login::{self, CallbackTarget, ChallengeError},
         signal::ChallengeSignal,
     },
-    dialin::confirm::PendingCallbacks,
     phone::{self, mask},
     store::{now_ms, Store},
 };
