@@ -1,6 +1,6 @@
 //! A lean Asterisk peer for load generation (`dialgate loadtest agi`).
 //!
-//! Same replies as [`super::peer`] ([`super::channel`]: res_agi's answers for a silent
+//! Same replies as [`super::peer`] (`channel`: res_agi's answers for a silent
 //! channel), but built
 //! to place tens of thousands of calls a second from a core shared with the server: the
 //! environment block is rendered from a template, one buffer per call, no transcript,

@@ -2,7 +2,7 @@
 //! the demo, the load generator and tests. Protocol only, like the rest of `agi`.
 //!
 //! * [`spec`]: the call placed ([`CallSpec`]) and its environment block;
-//! * [`channel`]: res_agi's answers to every command on a channel without audio, shared
+//! * `channel`: res_agi's answers to every command on a channel without audio, shared
 //!   by every player;
 //! * [`peer`]: one call, every exchange recorded (and observable line by line);
 //! * [`loadgen`]: the lean player of the load generator (template environment, no

@@ -1,5 +1,5 @@
 //! Asterisk's side of a FastAGI call: connects to a server, sends the environment block
-//! and answers each command the way res_agi does ([`super::channel`]), until the server
+//! and answers each command the way res_agi does (`channel`), until the server
 //! closes the socket. Used by `dialgate simulate-call`, the demo and tests.
 
 use std::{

@@ -1,19 +1,20 @@
-//! `dialgate loadtest`: measures a FastAGI server (dialgate or any other) under load.
+//! `dialgate loadtest`: measures a FastAGI server (dialgate or any other) and the
+//! gateway under load. One file per subcommand:
 //!
-//! * `agi` plays Asterisk over real TCP, N calls C at a time (optionally at a fixed
-//!   rate), and reports calls/s, connect-to-close latency percentiles (HDR histogram),
-//!   results by `DIALGATE_RESULT` and errors. `--hold` keeps calls open to measure
-//!   concurrency and memory.
-//! * `prepare-challenges` (bench only) writes pending login challenges straight into
-//!   the store so `verify` can be loaded with calls that succeed.
-//! * `baseline-server` (hidden) is the protocol ceiling: a FastAGI responder that parses
-//!   nothing and answers one canned line.
-//! * `login` runs the whole dial-in login per simulated user (HTTP login, SSE, the
-//!   FastAGI verify call, the `verified` event, the session exchange); `--prepare`
-//!   (bench only) creates the users' accounts first.
-//! * `payments` makes concurrent payments on one temporary password.
-//! * `argon2` (hidden) measures the raw Argon2id rate on every core, the ceiling of
-//!   `login`.
+//! * `agi`: plays Asterisk over real TCP, N calls C at a time (optionally at a fixed
+//!   rate); calls/s, latency percentiles, results, errors; `--hold` for concurrency.
+//! * `prepare` (bench only, `prepare-challenges` and `login --prepare`): enrolled
+//!   accounts and pending login challenges, so `verify` can be loaded with calls that
+//!   succeed.
+//! * `baseline` (hidden `baseline-server`): the protocol ceiling, a FastAGI responder
+//!   that parses nothing and answers one canned line.
+//! * `login`: the whole dial-in login per simulated user (HTTP login, SSE, the FastAGI
+//!   verify call, the `verified` event, the session exchange).
+//! * `payments`: concurrent payments on one temporary password.
+//! * `argon2` (hidden): the raw Argon2id rate on every core, the ceiling of `login`.
+//!
+//! They share `report` (latency percentiles, tallies, merging the workers' stats) and
+//! [`http`] (the HTTP/1.1 client and SSE reader, which the tests use too).
 
 mod agi;
 mod argon2;
@@ -51,8 +52,8 @@ pub enum LoadtestCommand {
     /// Play Asterisk: place N calls to a FastAGI script, C at a time, and report calls/s,
     /// latency percentiles, results and errors.
     Agi(AgiLoadArgs),
-    /// BENCH ONLY: write an account per caller and COUNT pending login challenges
-    /// straight into the database (one Argon2 hash for all), so `loadtest agi --script
+    /// BENCH ONLY: enroll an account per caller (one Argon2 hash for all) and write COUNT
+    /// pending login challenges straight into the database, so `loadtest agi --script
     /// verify` gets successful verifications. Never run it on a production database.
     PrepareChallenges(PrepareArgs),
     /// The protocol ceiling: a FastAGI responder that parses nothing (reads to the blank
@@ -106,7 +107,7 @@ fn parse_seconds(text: &str) -> Result<Duration, String> {
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct CallerRange {
+struct CallerRange {
     plus: bool,
     width: usize,
     first: u64,
@@ -114,7 +115,7 @@ pub struct CallerRange {
 }
 
 impl CallerRange {
-    pub fn parse(text: &str) -> Result<CallerRange, String> {
+    fn parse(text: &str) -> Result<CallerRange, String> {
         let bad =
             || format!("{text:?} is not a caller range A-B (e.g. +8613900000000-+8613900009999)");
         let (a, b) = text.trim().split_once('-').ok_or_else(bad)?;
@@ -144,16 +145,12 @@ impl CallerRange {
         })
     }
 
-    pub fn len(&self) -> u64 {
+    fn len(&self) -> u64 {
         self.count
     }
 
-    pub fn is_empty(&self) -> bool {
-        self.count == 0
-    }
-
     /// The i-th number (wrapping around).
-    pub fn number(&self, i: u64) -> String {
+    fn number(&self, i: u64) -> String {
         let n = self.first + i % self.count;
         format!(
             "{}{n:0width$}",
