@@ -31,13 +31,8 @@ use anyhow::anyhow;
 use clap::{Args, Subcommand};
 
 pub use self::{
-    agi::{AgiLoadArgs, AgiReport},
-    argon2::{Argon2Args, Argon2Report},
-    baseline::BaselineArgs,
-    login::{LoginLoadArgs, LoginReport},
-    payments::{PaymentsLoadArgs, PaymentsReport},
-    prepare::{PrepareArgs, PrepareReport},
-    report::Latency,
+    agi::AgiLoadArgs, argon2::Argon2Args, baseline::BaselineArgs, login::LoginLoadArgs,
+    payments::PaymentsLoadArgs, prepare::PrepareArgs,
 };
 use super::{Failure, GlobalArgs};
 
