@@ -142,29 +142,58 @@ impl SseStream {
         }
         let end = self.text.find("\n\n")?;
         let block: String = self.text.drain(..end + 2).collect();
-        let mut name = None;
-        let mut data: Option<String> = None;
-        for line in block.lines() {
-            let (field, value) = line.split_once(':').unwrap_or((line, ""));
-            let value = value.strip_prefix(' ').unwrap_or(value);
-            match field {
-                "event" => name = Some(value.to_string()),
-                "data" => match &mut data {
-                    Some(data) => {
-                        data.push('\n');
-                        data.push_str(value);
-                    }
-                    None => data = Some(value.to_string()),
-                },
-                _ => {}
-            }
+        Some(parse_block(&block))
+    }
+}
+
+/// One event block's `event:` and `data:` fields; `None` when it has neither (a comment).
+fn parse_block(block: &str) -> Option<SseEvent> {
+    let mut name = None;
+    let mut data: Option<String> = None;
+    for line in block.lines() {
+        let (field, value) = line.split_once(':').unwrap_or((line, ""));
+        let value = value.strip_prefix(' ').unwrap_or(value);
+        match field {
+            "event" => name = Some(value.to_string()),
+            "data" => match &mut data {
+                Some(data) => {
+                    data.push('\n');
+                    data.push_str(value);
+                }
+                None => data = Some(value.to_string()),
+            },
+            _ => {}
         }
-        if name.is_none() && data.is_none() {
-            return Some(None);
-        }
-        Some(Some(SseEvent {
-            name,
-            data: data.unwrap_or_default(),
-        }))
+    }
+    if name.is_none() && data.is_none() {
+        return None;
+    }
+    Some(SseEvent {
+        name,
+        data: data.unwrap_or_default(),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sse_blocks() {
+        assert_eq!(parse_block(": keep-alive\n"), None);
+        assert_eq!(
+            parse_block("event: verified\ndata: {\"a\":1}\n"),
+            Some(SseEvent {
+                name: Some("verified".into()),
+                data: "{\"a\":1}".into()
+            })
+        );
+        assert_eq!(
+            parse_block("event:failed\ndata:x\ndata: y\n"),
+            Some(SseEvent {
+                name: Some("failed".into()),
+                data: "x\ny".into()
+            })
+        );
     }
 }
