@@ -20,7 +20,7 @@ use super::{
     Failure, GlobalArgs,
 };
 use crate::{
-    agi::peer::{place_call, CallSpec},
+    agi::sim::{place_call, CallSpec},
     auth::{
         accounts::{self, AccountError, Enrollment},
         login::{self, random_token, ChallengeState},
