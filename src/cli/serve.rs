@@ -1,10 +1,16 @@
 //! `dialgate serve`: the FastAGI server and the HTTP gateway in one process.
-//! Every flag can also come from `DIALGATE_*` variables or the config file's `[serve]`.
+//! Every option is one field of [`ServeOptions`]: its flag, its `DIALGATE_*` variable,
+//! its key in the config file's `[serve]` table and its default.
 
-use std::{net::SocketAddr, sync::Arc, time::Duration};
+use std::{
+    net::{Ipv4Addr, SocketAddr, SocketAddrV4},
+    sync::Arc,
+    time::Duration,
+};
 
 use clap::Args;
 use ipnet::IpNet;
+use serde::{Deserialize, Serialize};
 use tracing::{info, warn};
 
 use super::{temp_password::KeyArgs, Failure, GlobalArgs};
@@ -12,7 +18,7 @@ use crate::{
     agi::{Server, ServerConfig},
     ami::{AmiClient, AmiConfig},
     auth::login::{LoginSettings, MAX_CHALLENGE_TTL},
-    config::{Config, ServeFile},
+    config::{enum_name, Config, Given, HumanDuration},
     dialin::{
         self,
         confirm::{Confirm, ConfirmConfig, PendingCallbacks},
@@ -27,78 +33,99 @@ use crate::{
     store::Store,
 };
 
-#[derive(Debug, Args, Clone, Default)]
-pub struct ServeArgs {
-    /// FastAGI address (Asterisk: `AGI(agi://HOST:PORT/SCRIPT)`). Default 127.0.0.1:4573.
-    #[arg(long, env = "DIALGATE_AGI_LISTEN")]
+/// The `[serve]` keys renamed to the flag's name, still read (with a warning).
+pub const RENAMED_KEYS: &[(&str, &str)] = &[
+    ("dialin_numbers", "dialin_number"),
+    ("trusted_trunks", "trusted_trunk"),
+];
+
+/// Every `serve` option: a flag, a `DIALGATE_*` variable and a `[serve]` key (the
+/// field's name). Options with a default are `Some` once clap has parsed them; `None`
+/// in the file means "not set here".
+#[derive(Debug, Args, Clone, Default, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ServeOptions {
+    /// FastAGI address (Asterisk: `AGI(agi://HOST:PORT/SCRIPT)`).
+    #[arg(long, env = "DIALGATE_AGI_LISTEN", default_value = DEFAULT_AGI_LISTEN.to_string())]
     pub agi_listen: Option<SocketAddr>,
 
-    /// HTTP gateway address (login API, web page, forward-auth). Default 127.0.0.1:8080.
-    #[arg(long, env = "DIALGATE_HTTP_LISTEN")]
+    /// HTTP gateway address (login API, web page, forward-auth).
+    #[arg(long, env = "DIALGATE_HTTP_LISTEN", default_value = DEFAULT_HTTP_LISTEN.to_string())]
     pub http_listen: Option<SocketAddr>,
 
     /// Only accept FastAGI connections from these addresses or networks (repeatable,
     /// e.g. `10.0.0.5` or `10.0.0.0/24`). Unset: any peer that can reach the port.
     #[arg(
-        long = "agi-allow",
+        long,
         value_name = "CIDR",
         env = "DIALGATE_AGI_ALLOW",
         value_delimiter = ','
     )]
-    pub agi_allow: Vec<String>,
+    pub agi_allow: Option<Vec<String>>,
 
-    /// Most calls handled at once (default 10000); further connections are closed at once.
-    #[arg(long, env = "DIALGATE_MAX_CONNECTIONS", value_parser = clap::value_parser!(u32).range(1..))]
+    /// Most calls handled at once; further connections are closed at once.
+    #[arg(long, env = "DIALGATE_MAX_CONNECTIONS",
+        value_parser = clap::value_parser!(u32).range(1..),
+        default_value = ServerConfig::DEFAULT.max_connections.to_string())]
     pub max_connections: Option<u32>,
 
-    /// Time Asterisk has to send the AGI environment block (default 5s).
-    #[arg(long, env = "DIALGATE_ENV_TIMEOUT")]
-    pub env_timeout: Option<String>,
+    /// Time Asterisk has to send the AGI environment block.
+    #[arg(long, value_name = "DURATION", env = "DIALGATE_ENV_TIMEOUT",
+        default_value = HumanDuration(ServerConfig::DEFAULT.env_timeout).to_string())]
+    pub env_timeout: Option<HumanDuration>,
 
-    /// Time Asterisk has to answer one command (default 60s).
-    #[arg(long, env = "DIALGATE_COMMAND_TIMEOUT")]
-    pub command_timeout: Option<String>,
+    /// Time Asterisk has to answer one command.
+    #[arg(long, value_name = "DURATION", env = "DIALGATE_COMMAND_TIMEOUT",
+        default_value = HumanDuration(ServerConfig::DEFAULT.command_timeout).to_string())]
+    pub command_timeout: Option<HumanDuration>,
 
-    /// On SIGINT/SIGTERM, how long calls in progress may finish (default 30s).
-    #[arg(long, env = "DIALGATE_GRACE_PERIOD")]
-    pub grace_period: Option<String>,
+    /// On SIGINT/SIGTERM, how long calls in progress may finish.
+    #[arg(long, value_name = "DURATION", env = "DIALGATE_GRACE_PERIOD",
+        default_value = HumanDuration(ServerConfig::DEFAULT.grace_period).to_string())]
+    pub grace_period: Option<HumanDuration>,
 
     /// A number users call to verify (repeatable: a pool, so each pending login of one
     /// caller gets its own number).
     #[arg(
-        long = "dialin-number",
+        long,
         value_name = "E164",
         env = "DIALGATE_DIALIN_NUMBERS",
         value_delimiter = ','
     )]
-    pub dialin_numbers: Vec<String>,
+    #[serde(alias = "dialin_numbers")]
+    pub dialin_number: Option<Vec<String>>,
 
     /// Channels whose caller ID is believed, as TECHNOLOGY/ENDPOINT (repeatable), matched
     /// exactly against the channel name without its -sequence suffix.
     #[arg(
-        long = "trusted-trunk",
+        long,
         value_name = "TECH/ENDPOINT",
         env = "DIALGATE_TRUSTED_TRUNKS",
         value_delimiter = ','
     )]
-    pub trusted_trunks: Vec<String>,
+    #[serde(alias = "trusted_trunks")]
+    pub trusted_trunk: Option<Vec<String>>,
 
-    /// missed-call (default): never answer. answer: answer and play prompts.
-    #[arg(long, value_enum, env = "DIALGATE_MODE")]
+    /// missed-call: never answer. answer: answer and play prompts.
+    #[arg(long, value_enum, env = "DIALGATE_MODE", default_value = enum_name(Mode::default()))]
     pub mode: Option<Mode>,
 
-    /// Digits of the keypad code shown on the page and typed during the call (0 = off,
-    /// the default). Needs --mode answer.
-    #[arg(long, env = "DIALGATE_CODE_DIGITS", value_parser = clap::value_parser!(u8).range(0..=12))]
+    /// Digits of the keypad code shown on the page and typed during the call (0 = off).
+    /// Needs --mode answer.
+    #[arg(long, env = "DIALGATE_CODE_DIGITS",
+        value_parser = clap::value_parser!(u8).range(0..=MAX_CODE_DIGITS as i64),
+        default_value = LoginSettings::DEFAULT.code_digits.to_string())]
     pub code_digits: Option<u8>,
 
-    /// How long a login waits for the call (default 180s, at most 600s).
-    #[arg(long, env = "DIALGATE_CHALLENGE_TTL")]
-    pub challenge_ttl: Option<String>,
+    /// How long a login waits for the call (10s to 10min).
+    #[arg(long, value_name = "DURATION", env = "DIALGATE_CHALLENGE_TTL",
+        default_value = HumanDuration(LoginSettings::DEFAULT.challenge_ttl).to_string())]
+    pub challenge_ttl: Option<HumanDuration>,
 
-    /// How long a session lasts (default 12h).
-    #[arg(long, env = "DIALGATE_SESSION_TTL")]
-    pub session_ttl: Option<String>,
+    /// How long a session lasts.
+    #[arg(long, value_name = "DURATION", env = "DIALGATE_SESSION_TTL",
+        default_value = HumanDuration(LoginSettings::DEFAULT.session_ttl).to_string())]
+    pub session_ttl: Option<HumanDuration>,
 
     /// This node's base URL as other nodes reach it (several nodes sharing one database).
     #[arg(long, env = "DIALGATE_NODE_URL")]
@@ -113,20 +140,28 @@ pub struct ServeArgs {
     pub insecure_cookies: bool,
 
     /// Failed logins from one client address per window before it is locked out
-    /// (default 10; repeated lockouts double, up to an hour).
-    #[arg(long, env = "DIALGATE_LOGIN_LIMIT_PER_IP", value_parser = clap::value_parser!(u32).range(1..))]
+    /// (repeated lockouts double, up to an hour).
+    #[arg(long, env = "DIALGATE_LOGIN_LIMIT_PER_IP",
+        value_parser = clap::value_parser!(u32).range(1..),
+        default_value = RateLimit::DEFAULT.per_ip.to_string())]
     pub login_limit_per_ip: Option<u32>,
 
-    /// Failed logins for one username per window, from any address (default 30).
-    #[arg(long, env = "DIALGATE_LOGIN_LIMIT_PER_ACCOUNT", value_parser = clap::value_parser!(u32).range(1..))]
+    /// Failed logins for one username per window, from any address.
+    #[arg(long, env = "DIALGATE_LOGIN_LIMIT_PER_ACCOUNT",
+        value_parser = clap::value_parser!(u32).range(1..),
+        default_value = RateLimit::DEFAULT.per_account.to_string())]
     pub login_limit_per_account: Option<u32>,
 
-    /// The window both login limits count in (default 60s).
-    #[arg(long, env = "DIALGATE_LOGIN_LIMIT_WINDOW")]
-    pub login_limit_window: Option<String>,
+    /// The window both login limits count in.
+    #[arg(long, value_name = "DURATION", env = "DIALGATE_LOGIN_LIMIT_WINDOW",
+        default_value = HumanDuration(RateLimit::DEFAULT.window).to_string())]
+    pub login_limit_window: Option<HumanDuration>,
 
-    #[command(flatten)]
-    pub temp_password_key: KeyArgs,
+    /// The server key for temporary passwords, hex (at least 16 bytes). Default: the key
+    /// in <data dir>/temp-password.key, created on first use. Nodes sharing a database
+    /// must share this key.
+    #[arg(long, env = "DIALGATE_TEMP_PASSWORD_KEY", hide_env_values = true)]
+    pub temp_password_key: Option<String>,
 
     /// Only temporary passwords may pay; the owner's long-term password may not.
     #[arg(long, env = "DIALGATE_TEMPORARY_ONLY_PAYMENTS")]
@@ -145,31 +180,41 @@ pub struct ServeArgs {
     #[arg(long, env = "DIALGATE_AMI_SECRET", hide_env_values = true)]
     pub ami_secret: Option<String>,
 
-    /// Dial string of the call-back, `{number}` being the enrolled E.164 number
-    /// (default `PJSIP/{number}@carrier`).
-    #[arg(long, value_name = "TEMPLATE", env = "DIALGATE_CALLBACK_CHANNEL")]
+    /// Dial string of the call-back, `{number}` being the enrolled E.164 number.
+    #[arg(long, value_name = "TEMPLATE", env = "DIALGATE_CALLBACK_CHANNEL",
+        default_value = CallbackSettings::DEFAULT_CHANNEL_TEMPLATE)]
     pub callback_channel: Option<String>,
 
-    /// Dialplan context the answered call-back runs (default `dialgate-callback`).
-    #[arg(long, env = "DIALGATE_CALLBACK_CONTEXT")]
+    /// Dialplan context the answered call-back runs.
+    #[arg(long, env = "DIALGATE_CALLBACK_CONTEXT",
+        default_value = CallbackSettings::DEFAULT_CONTEXT)]
     pub callback_context: Option<String>,
 
-    /// Extension in that context (default `s`).
-    #[arg(long, env = "DIALGATE_CALLBACK_EXTEN")]
+    /// Extension in that context.
+    #[arg(long, env = "DIALGATE_CALLBACK_EXTEN", default_value = CallbackSettings::DEFAULT_EXTEN)]
     pub callback_exten: Option<String>,
 
     /// Caller ID the user's phone shows, e.g. `"dialgate" <+861055550100>`.
     #[arg(long, env = "DIALGATE_CALLBACK_CALLER_ID")]
     pub callback_caller_id: Option<String>,
 
-    /// How long the user's phone rings (default 30s).
-    #[arg(long, env = "DIALGATE_CALLBACK_TIMEOUT")]
-    pub callback_timeout: Option<String>,
+    /// How long the user's phone rings (5s to 2min).
+    #[arg(long, value_name = "DURATION", env = "DIALGATE_CALLBACK_TIMEOUT",
+        default_value = HumanDuration(CallbackSettings::DEFAULT_TIMEOUT).to_string())]
+    pub callback_timeout: Option<HumanDuration>,
 
-    /// Sound the `confirm` script plays before waiting for the key 1 (default `beep`).
-    #[arg(long, env = "DIALGATE_CALLBACK_PROMPT")]
+    /// Sound the `confirm` script plays before waiting for the key 1.
+    #[arg(long, value_name = "SOUND", env = "DIALGATE_CALLBACK_PROMPT",
+        default_value = ConfirmConfig::DEFAULT_PROMPT)]
     pub callback_prompt: Option<String>,
 }
+
+/// The longest keypad code.
+const MAX_CODE_DIGITS: u8 = 12;
+pub const DEFAULT_AGI_LISTEN: SocketAddr =
+    SocketAddr::V4(SocketAddrV4::new(Ipv4Addr::LOCALHOST, 4573));
+pub const DEFAULT_HTTP_LISTEN: SocketAddr =
+    SocketAddr::V4(SocketAddrV4::new(Ipv4Addr::LOCALHOST, 8080));
 
 /// Everything `serve` runs with, resolved: flags over env over `[serve]` over defaults.
 #[derive(Debug, Clone)]
@@ -185,33 +230,70 @@ pub struct ServeSettings {
     pub confirm: ConfirmConfig,
 }
 
-fn duration(name: &str, text: Option<String>, default: Duration) -> Result<Duration, Failure> {
-    match text {
-        None => Ok(default),
-        Some(text) => humantime::parse_duration(&text).map_err(|e| {
-            Failure::User(anyhow::anyhow!(
-                "--{name} {text:?}: {e} (write e.g. 30s, 5m, 2h)"
-            ))
-        }),
-    }
-}
-
 fn user_error(message: String) -> Failure {
     Failure::User(anyhow::anyhow!(message))
 }
 
-fn or_file<T>(flag: Vec<T>, file: Option<Vec<T>>) -> Vec<T> {
-    if flag.is_empty() {
-        file.unwrap_or_default()
+/// A duration option, else its default.
+fn duration(value: Option<HumanDuration>, default: Duration) -> Duration {
+    value.map_or(default, Duration::from)
+}
+
+/// A duration option that must lie within `range`.
+fn within(
+    name: &str,
+    value: Duration,
+    range: std::ops::RangeInclusive<Duration>,
+) -> Result<Duration, Failure> {
+    if range.contains(&value) {
+        Ok(value)
     } else {
-        flag
+        Err(user_error(format!(
+            "--{name} {value:?} is outside {:?}..{:?}",
+            range.start(),
+            range.end()
+        )))
+    }
+}
+
+/// A count option that must be at least 1 (the file is not checked by clap).
+fn positive(name: &str, value: Option<u32>, default: u32) -> Result<u32, Failure> {
+    match value.unwrap_or(default) {
+        0 => Err(user_error(format!("--{name} must be at least 1"))),
+        n => Ok(n),
+    }
+}
+
+/// A text that goes into an AMI action or an AGI command: not empty, no CR, LF or NUL.
+fn text(name: &str, value: Option<String>, default: &str) -> Result<String, Failure> {
+    let value = value.unwrap_or_else(|| default.to_string());
+    if value.is_empty() || value.contains(['\r', '\n', '\0']) {
+        Err(user_error(format!(
+            "--{name} {value:?} is empty or contains CR, LF or NUL"
+        )))
+    } else {
+        Ok(value)
+    }
+}
+
+impl ServeOptions {
+    /// The flags and variables given, over the config file's `[serve]`, over the defaults.
+    pub fn layered(given: Given<ServeOptions>, config: &Config) -> Result<ServeOptions, Failure> {
+        let file = match &config.file {
+            Some(file) => file.table::<ServeOptions>("serve", RENAMED_KEYS),
+            None => Ok(None),
+        };
+        file.and_then(|file| given.over(file.as_ref()))
+            .map_err(|e| Failure::User(e.into()))
     }
 }
 
 impl ServeSettings {
-    pub fn resolve(args: ServeArgs, config: &Config) -> Result<ServeSettings, Failure> {
-        let file: ServeFile = config.serve_file.clone();
-        let allow = or_file(args.agi_allow, file.agi_allow)
+    pub fn resolve(options: ServeOptions, config: &Config) -> Result<ServeSettings, Failure> {
+        let o = options;
+        let allow = o
+            .agi_allow
+            .unwrap_or_default()
             .iter()
             .map(|text| {
                 text.parse::<IpNet>()
@@ -223,66 +305,64 @@ impl ServeSettings {
                     })
             })
             .collect::<Result<Vec<_>, _>>()?;
+        let agi_defaults = ServerConfig::DEFAULT;
         let agi = ServerConfig {
-            max_connections: args
-                .max_connections
-                .or(file.max_connections)
-                .unwrap_or(10_000) as usize,
-            env_timeout: duration(
-                "env-timeout",
-                args.env_timeout.or(file.env_timeout),
-                Duration::from_secs(5),
-            )?,
-            command_timeout: duration(
-                "command-timeout",
-                args.command_timeout.or(file.command_timeout),
-                Duration::from_secs(60),
-            )?,
-            grace_period: duration(
-                "grace-period",
-                args.grace_period.or(file.grace_period),
-                Duration::from_secs(30),
-            )?,
+            max_connections: positive(
+                "max-connections",
+                o.max_connections,
+                agi_defaults.max_connections as u32,
+            )? as usize,
+            env_timeout: duration(o.env_timeout, agi_defaults.env_timeout),
+            command_timeout: duration(o.command_timeout, agi_defaults.command_timeout),
+            grace_period: duration(o.grace_period, agi_defaults.grace_period),
             allow,
-            ..ServerConfig::default()
+            ..agi_defaults
         };
-        let dialin_numbers = or_file(args.dialin_numbers, file.dialin_numbers)
+        let dialin_numbers = o
+            .dialin_number
+            .unwrap_or_default()
             .iter()
             .map(|n| {
                 phone::normalize(n, config.default_region)
                     .map_err(|e| user_error(format!("--dialin-number {n:?}: {e}")))
             })
             .collect::<Result<Vec<E164>, _>>()?;
-        let trusted_trunks = or_file(args.trusted_trunks, file.trusted_trunks)
+        let trusted_trunks = o
+            .trusted_trunk
+            .unwrap_or_default()
             .iter()
             .map(|t| {
                 t.parse::<Trunk>()
                     .map_err(|e| user_error(format!("--trusted-trunk: {e}")))
             })
             .collect::<Result<Vec<_>, _>>()?;
-        let challenge_ttl = duration(
+        let login_defaults = LoginSettings::DEFAULT;
+        let challenge_ttl = duration(o.challenge_ttl, login_defaults.challenge_ttl);
+        if within(
             "challenge-ttl",
-            args.challenge_ttl.or(file.challenge_ttl),
-            Duration::from_secs(180),
-        )?;
-        if challenge_ttl > MAX_CHALLENGE_TTL || challenge_ttl < Duration::from_secs(10) {
+            challenge_ttl,
+            Duration::from_secs(10)..=MAX_CHALLENGE_TTL,
+        )
+        .is_err()
+        {
             return Err(user_error(format!(
                 "--challenge-ttl {challenge_ttl:?} is outside 10s..600s: a login must not wait longer than 10 minutes"
             )));
         }
-        let mode = args.mode.or(file.mode).unwrap_or(Mode::MissedCall);
-        let code_digits = args.code_digits.or(file.code_digits).unwrap_or(0);
+        let mode = o.mode.unwrap_or_default();
+        let code_digits = o.code_digits.unwrap_or(login_defaults.code_digits);
+        if code_digits > MAX_CODE_DIGITS {
+            return Err(user_error(format!(
+                "--code-digits {code_digits} is more than {MAX_CODE_DIGITS}"
+            )));
+        }
         if code_digits > 0 && mode == Mode::MissedCall {
             return Err(user_error(
                 "--code-digits needs --mode answer: the caller can only type a code on an answered call".into(),
             ));
         }
-        let node_url = args
-            .node_url
-            .or(file.node_url)
-            .map(|u| u.trim_end_matches('/').to_string());
-        let signal_key = args.signal_key.or(file.signal_key);
-        if let Some(key) = &signal_key {
+        let node_url = o.node_url.map(|u| u.trim_end_matches('/').to_string());
+        if let Some(key) = &o.signal_key {
             if key.len() < 32 {
                 return Err(user_error(
                     "--signal-key must be at least 32 characters".into(),
@@ -293,50 +373,42 @@ impl ServeSettings {
             dialin_numbers,
             challenge_ttl,
             code_digits,
-            session_ttl: duration(
-                "session-ttl",
-                args.session_ttl.or(file.session_ttl),
-                Duration::from_secs(12 * 3600),
-            )?,
+            session_ttl: duration(o.session_ttl, login_defaults.session_ttl),
             node_url: node_url.clone(),
-            ..LoginSettings::default()
+            ..login_defaults
         };
         let mut verify = VerifyConfig::new(login.clone(), config.default_region);
         verify.trusted_trunks = trusted_trunks;
         verify.mode = mode;
-        let defaults = RateLimit::default();
+        let rate_defaults = RateLimit::DEFAULT;
         let login_rate = RateLimit {
-            per_ip: args
-                .login_limit_per_ip
-                .or(file.login_limit_per_ip)
-                .unwrap_or(defaults.per_ip),
-            per_account: args
-                .login_limit_per_account
-                .or(file.login_limit_per_account)
-                .unwrap_or(defaults.per_account),
-            window: duration(
-                "login-limit-window",
-                args.login_limit_window.or(file.login_limit_window),
-                defaults.window,
+            per_ip: positive(
+                "login-limit-per-ip",
+                o.login_limit_per_ip,
+                rate_defaults.per_ip,
             )?,
-            ..defaults
+            per_account: positive(
+                "login-limit-per-account",
+                o.login_limit_per_account,
+                rate_defaults.per_account,
+            )?,
+            window: duration(o.login_limit_window, rate_defaults.window),
+            ..rate_defaults
         };
-        let mut key_args = args.temp_password_key;
-        if key_args.temp_password_key.is_none() {
-            key_args.temp_password_key = file.temp_password_key;
-        }
+        let key = KeyArgs {
+            temp_password_key: o.temp_password_key,
+        };
         let gateway = GatewayConfig {
             login,
             login_rate,
-            temp_password_key: key_args.load(config)?,
-            allow_long_term_payments: !(args.temporary_only_payments
-                || file.temporary_only_payments.unwrap_or(false)),
-            secure_cookies: !(args.insecure_cookies || file.insecure_cookies.unwrap_or(false)),
-            signal_key: signal_key.map(String::into_bytes),
+            temp_password_key: key.load(config)?,
+            allow_long_term_payments: !o.temporary_only_payments,
+            secure_cookies: !o.insecure_cookies,
+            signal_key: o.signal_key.map(String::into_bytes),
             node_url,
             ..GatewayConfig::default()
         };
-        let ami = match args.ami_address.or(file.ami_address) {
+        let ami = match o.ami_address {
             None => None,
             Some(address) => {
                 let address = address.trim().to_string();
@@ -345,66 +417,47 @@ impl ServeSettings {
                         "--ami-address {address:?} is not HOST:PORT (e.g. 127.0.0.1:5038)"
                     )));
                 }
-                let username = args.ami_username.or(file.ami_username).ok_or_else(|| {
+                let username = o.ami_username.ok_or_else(|| {
                     user_error("--ami-address needs --ami-username (the manager.conf user)".into())
                 })?;
-                let secret = args.ami_secret.or(file.ami_secret).unwrap_or_default();
+                let secret = o.ami_secret.unwrap_or_default();
                 Some(AmiConfig::new(&address, &username, &secret))
             }
         };
-        let callback_defaults = CallbackSettings::default();
-        let channel_template = args
+        let channel_template = o
             .callback_channel
-            .or(file.callback_channel)
-            .unwrap_or(callback_defaults.channel_template.clone());
+            .unwrap_or_else(|| CallbackSettings::DEFAULT_CHANNEL_TEMPLATE.into());
         check_channel_template(&channel_template)
             .map_err(|e| user_error(format!("--callback-channel: {e}")))?;
-        let text_flag = |name: &str, value: Option<String>, default: &str| {
-            let value = value.unwrap_or_else(|| default.to_string());
-            if value.is_empty() || value.contains(['\r', '\n', '\0']) {
-                Err(user_error(format!(
-                    "--{name} {value:?} is empty or contains CR, LF or NUL"
-                )))
-            } else {
-                Ok(value)
-            }
-        };
-        let callback_timeout = duration(
-            "callback-timeout",
-            args.callback_timeout.or(file.callback_timeout),
-            callback_defaults.timeout,
-        )?;
-        if callback_timeout < Duration::from_secs(5) || callback_timeout > Duration::from_secs(120)
-        {
-            return Err(user_error(format!(
-                "--callback-timeout {callback_timeout:?} is outside 5s..120s"
-            )));
-        }
-        let caller_id = match args.callback_caller_id.or(file.callback_caller_id) {
-            Some(c) => Some(text_flag("callback-caller-id", Some(c), "")?),
+        let caller_id = match o.callback_caller_id {
+            Some(c) => Some(text("callback-caller-id", Some(c), "")?),
             None => None,
         };
         let callback = CallbackSettings {
             channel_template,
-            context: text_flag(
+            context: text(
                 "callback-context",
-                args.callback_context.or(file.callback_context),
-                &callback_defaults.context,
+                o.callback_context,
+                CallbackSettings::DEFAULT_CONTEXT,
             )?,
-            exten: text_flag(
+            exten: text(
                 "callback-exten",
-                args.callback_exten.or(file.callback_exten),
-                &callback_defaults.exten,
+                o.callback_exten,
+                CallbackSettings::DEFAULT_EXTEN,
             )?,
             caller_id,
-            timeout: callback_timeout,
-            ..callback_defaults
+            timeout: within(
+                "callback-timeout",
+                duration(o.callback_timeout, CallbackSettings::DEFAULT_TIMEOUT),
+                Duration::from_secs(5)..=Duration::from_secs(120),
+            )?,
+            ..CallbackSettings::default()
         };
         let confirm = ConfirmConfig {
-            prompt: text_flag(
+            prompt: text(
                 "callback-prompt",
-                args.callback_prompt.or(file.callback_prompt),
-                &ConfirmConfig::default().prompt,
+                o.callback_prompt,
+                ConfirmConfig::DEFAULT_PROMPT,
             )?,
             ..ConfirmConfig::default()
         };
@@ -412,14 +465,8 @@ impl ServeSettings {
             ami,
             callback,
             confirm,
-            agi_listen: args
-                .agi_listen
-                .or(file.agi_listen)
-                .unwrap_or(([127, 0, 0, 1], 4573).into()),
-            http_listen: args
-                .http_listen
-                .or(file.http_listen)
-                .unwrap_or(([127, 0, 0, 1], 8080).into()),
+            agi_listen: o.agi_listen.unwrap_or(DEFAULT_AGI_LISTEN),
+            http_listen: o.http_listen.unwrap_or(DEFAULT_HTTP_LISTEN),
             agi,
             verify,
             gateway,
@@ -427,9 +474,9 @@ impl ServeSettings {
     }
 }
 
-pub async fn run(global: &GlobalArgs, args: ServeArgs) -> Result<(), Failure> {
+pub async fn run(global: &GlobalArgs, given: Given<ServeOptions>) -> Result<(), Failure> {
     let config = global.config()?;
-    let settings = ServeSettings::resolve(args, &config)?;
+    let settings = ServeSettings::resolve(ServeOptions::layered(given, &config)?, &config)?;
     let store = open_store(global, &config).await?;
     run_with(store, settings, None).await
 }
