@@ -395,3 +395,65 @@ impl Config {
         })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[derive(Debug, Default, Clone, PartialEq, Args, Serialize, Deserialize)]
+    #[serde(default, deny_unknown_fields)]
+    struct Demo {
+        #[arg(long, default_value = "7")]
+        count: Option<u32>,
+        #[arg(long, value_delimiter = ',')]
+        names: Option<Vec<String>>,
+        #[arg(long)]
+        on: bool,
+        #[arg(long, default_value = "1m")]
+        wait: Option<HumanDuration>,
+    }
+
+    fn parse(args: &[&str]) -> Given<Demo> {
+        let command = Demo::augment_args(clap::Command::new("demo"));
+        let matches = command
+            .try_get_matches_from(std::iter::once("demo").chain(args.iter().copied()))
+            .unwrap();
+        Given::<Demo>::from_arg_matches(&matches).unwrap()
+    }
+
+    #[test]
+    fn durations_read_and_print_the_human_way() {
+        let d: HumanDuration = "1h 30m".parse().unwrap();
+        assert_eq!(d.0, std::time::Duration::from_secs(5400));
+        assert_eq!(d.to_string(), "1h 30m");
+        assert!("soon".parse::<HumanDuration>().unwrap_err().contains("30s"));
+        let back: HumanDuration = serde_json::from_value(serde_json::to_value(d).unwrap()).unwrap();
+        assert_eq!(back, d);
+    }
+
+    #[test]
+    fn given_options_beat_the_file_which_beats_the_defaults() {
+        let file: Demo = toml::from_str("count = 3\nnames = [\"a\"]\non = true").unwrap();
+        let merged = parse(&[]).over(Some(&file)).unwrap();
+        assert_eq!(
+            merged,
+            Demo {
+                wait: Some("1m".parse().unwrap()),
+                ..file.clone()
+            }
+        );
+
+        let merged = parse(&["--count", "9", "--names", "b,c"])
+            .over(Some(&file))
+            .unwrap();
+        assert_eq!(merged.count, Some(9));
+        assert_eq!(merged.names, Some(vec!["b".into(), "c".into()]));
+        assert!(merged.on);
+
+        // No file: clap's defaults.
+        let merged = parse(&[]).over(None).unwrap();
+        assert_eq!(merged.count, Some(7));
+        assert_eq!(merged.names, None);
+        assert!(!merged.on);
+    }
+}

@@ -351,3 +351,31 @@ fn inconsistent_settings_stop_the_start_with_what_to_fix() {
     serve_fails_with(&["--dialin-number", "12"], "--dialin-number \"12\"");
     serve_fails_with(&["--signal-key", "short"], "at least 32 characters");
 }
+
+#[test]
+fn the_cli_reads_the_temporary_password_key_of_the_serve_table_too() {
+    let key = "00112233445566778899aabbccddeeff";
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("dialgate.toml");
+    std::fs::write(&config, format!("[serve]\ntemp_password_key = \"{key}\"\n")).unwrap();
+    let cli = Cli::try_parse_from([
+        "dialgate",
+        "--data-dir",
+        dir.path().to_str().unwrap(),
+        "--config",
+        config.to_str().unwrap(),
+        "migrate",
+    ])
+    .unwrap();
+    let config = cli
+        .global
+        .config()
+        .map_err(|e| e.error().to_string())
+        .unwrap();
+    let loaded = dialgate::cli::temp_password::KeyArgs::default()
+        .load(&config)
+        .map_err(|e| e.error().to_string())
+        .unwrap();
+    assert_eq!(hex::encode(loaded), key);
+    assert!(!dir.path().join("temp-password.key").exists());
+}
