@@ -247,9 +247,9 @@ fn the_top_level_file_settings_are_layered_too() {
     )
     .unwrap();
     let parse = |extra: &[&str]| {
-        let mut argv = vec!["dialgate", "--config", config.to_str().unwrap()];
+        // Global flags after the subcommand, the less obvious place.
+        let mut argv = vec!["dialgate", "--config", config.to_str().unwrap(), "migrate"];
         argv.extend(extra);
-        argv.push("migrate");
         let cli = Cli::try_parse_from(argv).unwrap();
         cli.global
             .config()
