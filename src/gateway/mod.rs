@@ -10,6 +10,7 @@ pub mod callback;
 mod error;
 mod hub;
 mod limit;
+mod openapi;
 mod pages;
 mod payments;
 
@@ -27,6 +28,7 @@ pub use callback::{CallbackLimiter, CallbackSettings};
 pub use error::ApiError;
 pub use hub::{sign, verify_signature, Hub, SIGNAL_PATH, SIGNAL_WINDOW};
 pub use limit::{Limiter, RateLimit};
+pub use openapi::{OPENAPI_JSON, OPENAPI_PATH};
 
 use crate::{
     ami::AmiClient,
@@ -176,6 +178,7 @@ pub fn router(state: Arc<Gateway>) -> Router {
         )
         .route("/v1/payments", post(payments::pay))
         .route("/v1/balance", get(payments::balance))
+        .route(OPENAPI_PATH, get(openapi::document))
         .route("/healthz", get(pages::healthz))
         .route("/metrics", get(pages::metrics))
         .route("/", get(pages::index))
