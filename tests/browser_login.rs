@@ -12,13 +12,15 @@
 //! first, then /usr/bin/chromedriver and /usr/bin/chromium, then `$PATH`. Missing
 //! binaries fail the test with that install command; the test never skips.
 //!
-//! The WebDriver client and the demo server process live in tests/common/browser.rs.
+//! The WebDriver session (fantoccini) and the demo server process live in
+//! tests/common/browser.rs.
 
 mod common;
 
 use common::browser::*;
 use std::path::Path;
 
+use hyper::Method;
 use serde_json::json;
 
 // ------------------------------------------------------------------ the tests
@@ -63,10 +65,10 @@ fn credentials_line_parsing() {
 
 fn login_flow(wd: &WebDriver, base_url: &str, username: &str, password: &str, out: &Path) {
     // The page is served with a CSP that forbids inline script and style.
-    let (status, headers, _) = http_request(&base_url["http://".len()..], "GET", "/", None, &[])
-        .expect("GET / on the server");
+    let reply = request(Method::GET, &format!("{base_url}/"), &[], "");
+    let status = reply.status;
     assert_eq!(status, 200, "GET / answered {status}");
-    let csp = header(&headers, "content-security-policy").unwrap_or_default();
+    let csp = reply.header("content-security-policy").unwrap_or_default();
     assert!(
         csp.contains("default-src 'self'"),
         "GET / must send Content-Security-Policy with default-src 'self'; got {csp:?}"

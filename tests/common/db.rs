@@ -229,7 +229,12 @@ impl TestDb {
 
 /// The `dialgate` binary with no `DIALGATE_*` settings inherited from the environment.
 pub fn bare_cmd() -> assert_cmd::Command {
-    let mut cmd = assert_cmd::Command::cargo_bin("dialgate").expect("the dialgate binary");
+    assert_cmd::Command::from_std(dialgate_command())
+}
+
+/// [`bare_cmd`] as a plain [`std::process::Command`], for a process to spawn and watch.
+pub fn dialgate_command() -> std::process::Command {
+    let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_dialgate"));
     for (key, _) in std::env::vars_os() {
         if key.to_string_lossy().starts_with("DIALGATE_") {
             cmd.env_remove(key);
