@@ -14,26 +14,11 @@ use std::{
     process::{Output, Stdio},
 };
 
-use common::db::TestDb;
+use common::db::{on_both_backends, TestDb};
 use dialgate::store::schema::accounts;
 use diesel::prelude::*;
 use serde_json::Value;
 use sha2::{Digest, Sha256};
-
-/// Runs `$scenario(&TestDb)` once per backend, as tests named `$sqlite` and `$mysql`.
-macro_rules! on_both_backends {
-    ($($scenario:ident => $sqlite:ident, $mysql:ident;)*) => {$(
-        #[test]
-        fn $sqlite() {
-            $scenario(&TestDb::sqlite());
-        }
-
-        #[test]
-        fn $mysql() {
-            $scenario(&TestDb::mysql());
-        }
-    )*};
-}
 
 on_both_backends! {
     scenario_enroll_with_documents => enroll_with_documents_sqlite, enroll_with_documents_mysql;

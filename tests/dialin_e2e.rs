@@ -15,7 +15,7 @@ use std::{
 
 use bytes::Bytes;
 use common::{
-    db::{Backend, TestDb},
+    db::{on_both_backends, Backend, TestDb},
     free_port,
     http::{http, send, Reply},
     ServeProcess,
@@ -28,21 +28,8 @@ use hyper::{header, Method, StatusCode};
 use serde_json::{json, Value};
 use tokio::{net::TcpListener, sync::watch};
 
-macro_rules! on_both_backends {
-    ($($scenario:ident => $sqlite:ident, $mysql:ident;)*) => {$(
-        #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-        async fn $sqlite() {
-            $scenario(&TestDb::sqlite()).await;
-        }
-
-        #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-        async fn $mysql() {
-            $scenario(&TestDb::mysql()).await;
-        }
-    )*};
-}
-
 on_both_backends! {
+    async
     scenario_success => success_sqlite, success_mysql;
     scenario_wrong_caller_or_number => wrong_caller_or_number_sqlite, wrong_caller_or_number_mysql;
     scenario_withheld => withheld_sqlite, withheld_mysql;

@@ -14,7 +14,7 @@ use std::{
     time::Duration,
 };
 
-use common::db::TestDb;
+use common::db::{on_both_backends, TestDb};
 use dialgate::{
     auth::{
         accounts::{self, Enrollment},
@@ -25,20 +25,6 @@ use dialgate::{
     store::{DatabaseUrl, OpenOptions, Store},
 };
 use serde_json::Value;
-
-macro_rules! on_both_backends {
-    ($($scenario:ident => $sqlite:ident, $mysql:ident;)*) => {$(
-        #[test]
-        fn $sqlite() {
-            $scenario(&TestDb::sqlite());
-        }
-
-        #[test]
-        fn $mysql() {
-            $scenario(&TestDb::mysql());
-        }
-    )*};
-}
 
 on_both_backends! {
     scenario_max_uses_race => max_uses_race_sqlite, max_uses_race_mysql;

@@ -16,6 +16,44 @@ use std::{
 use dialgate::store::{schema::audit_events, DatabaseUrl, OpenOptions, Store};
 use diesel::{prelude::*, sql_types::BigInt, Connection, MysqlConnection, RunQueryDsl};
 
+/// Runs `$scenario(&TestDb)` once per backend, as tests named `$sqlite` and `$mysql`:
+///
+/// ```ignore
+/// on_both_backends! {
+///     scenario_enroll => enroll_sqlite, enroll_mysql;
+/// }
+/// ```
+///
+/// With `async` before the list the scenarios are `async fn`s, each run on a tokio
+/// runtime with two worker threads.
+#[allow(unused_macros)]
+macro_rules! on_both_backends {
+    (async $($scenario:ident => $sqlite:ident, $mysql:ident;)*) => {$(
+        #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+        async fn $sqlite() {
+            $scenario(&$crate::common::db::TestDb::sqlite()).await;
+        }
+
+        #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+        async fn $mysql() {
+            $scenario(&$crate::common::db::TestDb::mysql()).await;
+        }
+    )*};
+    ($($scenario:ident => $sqlite:ident, $mysql:ident;)*) => {$(
+        #[test]
+        fn $sqlite() {
+            $scenario(&$crate::common::db::TestDb::sqlite());
+        }
+
+        #[test]
+        fn $mysql() {
+            $scenario(&$crate::common::db::TestDb::mysql());
+        }
+    )*};
+}
+#[allow(unused_imports)]
+pub(crate) use on_both_backends;
+
 pub const DEFAULT_MYSQL_URL: &str = "mysql://root@127.0.0.1:3306";
 
 /// The tables an enrollment writes to.
