@@ -5,6 +5,7 @@
 pub mod ami_server;
 pub mod browser;
 pub mod db;
+pub mod gate;
 pub mod http;
 pub mod sse;
 
