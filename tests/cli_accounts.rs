@@ -14,7 +14,7 @@ use std::{
     process::{Output, Stdio},
 };
 
-use common::db::{on_both_backends, TestDb};
+use common::db::{expect, on_both_backends, stderr, stdout, TestDb};
 use dialgate::store::schema::accounts;
 use diesel::prelude::*;
 use serde_json::Value;
@@ -45,29 +45,6 @@ fn fixture(name: &str) -> PathBuf {
 
 fn sha256_of(path: &Path) -> String {
     hex::encode(Sha256::digest(std::fs::read(path).unwrap()))
-}
-
-fn stdout(output: &Output) -> String {
-    String::from_utf8_lossy(&output.stdout).into_owned()
-}
-
-fn stderr(output: &Output) -> String {
-    String::from_utf8_lossy(&output.stderr).into_owned()
-}
-
-/// Checks the exit code and that `stream` says `needle`, with everything in the message.
-#[track_caller]
-fn expect(output: &Output, code: i32, needle: &str) {
-    let (out, err) = (stdout(output), stderr(output));
-    assert_eq!(
-        output.status.code(),
-        Some(code),
-        "expected exit {code}\nstdout:\n{out}\nstderr:\n{err}"
-    );
-    assert!(
-        out.contains(needle) || err.contains(needle),
-        "expected {needle:?} in the output\nstdout:\n{out}\nstderr:\n{err}"
-    );
 }
 
 /// A user error: exit 1 and `needle` on stderr, nothing on stdout.

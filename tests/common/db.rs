@@ -282,6 +282,32 @@ pub fn dialgate_command() -> std::process::Command {
     cmd
 }
 
+/// What a command printed on stdout, as text.
+pub fn stdout(output: &std::process::Output) -> String {
+    String::from_utf8_lossy(&output.stdout).into_owned()
+}
+
+/// What a command printed on stderr, as text.
+pub fn stderr(output: &std::process::Output) -> String {
+    String::from_utf8_lossy(&output.stderr).into_owned()
+}
+
+/// Checks the exit code and that stdout or stderr says `needle`, with everything in the
+/// message.
+#[track_caller]
+pub fn expect(output: &std::process::Output, code: i32, needle: &str) {
+    let (out, err) = (stdout(output), stderr(output));
+    assert_eq!(
+        output.status.code(),
+        Some(code),
+        "expected exit {code}\nstdout:\n{out}\nstderr:\n{err}"
+    );
+    assert!(
+        out.contains(needle) || err.contains(needle),
+        "expected {needle:?} in the output\nstdout:\n{out}\nstderr:\n{err}"
+    );
+}
+
 impl Drop for TestDb {
     fn drop(&mut self) {
         if let Some((base, name)) = self.mysql.take() {
