@@ -79,6 +79,17 @@ fn enroll(
         .unwrap()
 }
 
+/// Enrolls `username` (phone 13800138000) with an ID scan and a photo.
+fn enroll_with_documents(db: &TestDb, username: &str, id_scan: &Path, photo: &Path) -> Output {
+    let documents = [
+        "--id-scan",
+        id_scan.to_str().unwrap(),
+        "--photo",
+        photo.to_str().unwrap(),
+    ];
+    enroll(db, &[], username, "13800138000", &documents, PASSWORD)
+}
+
 /// Enrolls a user with no documents and checks it worked.
 fn enroll_ok(db: &TestDb, username: &str, phone: &str) {
     let out = enroll(db, &[], username, phone, &[], PASSWORD);
@@ -125,19 +136,7 @@ fn scenario_enroll_with_documents(db: &TestDb) {
     let png = fixture("photo-1x1.png");
 
     // National form in the default region (CN).
-    let out = enroll(
-        db,
-        &[],
-        "Alice",
-        "13800138000",
-        &[
-            "--id-scan",
-            pdf.to_str().unwrap(),
-            "--photo",
-            png.to_str().unwrap(),
-        ],
-        PASSWORD,
-    );
+    let out = enroll_with_documents(db, "Alice", &pdf, &png);
     expect(&out, 0, "enrolled alice (Alice Example), active");
     let text = stdout(&out);
     assert!(text.contains("phone: +8613800138000"), "{text}");
@@ -504,19 +503,7 @@ fn scenario_invalid_enrollments(db: &TestDb) {
 
 fn scenario_manage_account(db: &TestDb) {
     let (pdf, png) = (fixture("id-scan.pdf"), fixture("photo-1x1.png"));
-    let out = enroll(
-        db,
-        &[],
-        "frank",
-        "13800138000",
-        &[
-            "--id-scan",
-            pdf.to_str().unwrap(),
-            "--photo",
-            png.to_str().unwrap(),
-        ],
-        PASSWORD,
-    );
+    let out = enroll_with_documents(db, "frank", &pdf, &png);
     expect(&out, 0, "enrolled frank");
     enroll_ok(db, "grace", "13900139000");
     assert_eq!(db.counts(), [2, 2, 2, 2]);
