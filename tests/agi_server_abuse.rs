@@ -6,10 +6,12 @@ mod common;
 use std::{
     io::{Read, Write},
     net::{Shutdown, TcpStream},
+    path::Path,
+    process::Output,
     time::Duration,
 };
 
-use common::{load, ServeProcess};
+use common::{db::bare_cmd, load, ServeProcess};
 use dialgate::agi::transcript::{replay, ReplayOptions};
 
 const ENV_HEAD: &str =
@@ -202,13 +204,19 @@ async fn calls_beyond_max_connections_are_closed_at_once() {
     );
 }
 
-#[tokio::test]
-async fn sigterm_stops_accepting_and_lets_the_call_in_flight_finish() {
-    let mut server = ServeProcess::start(&["--grace-period", "10s"], None);
+/// A server with this `--grace-period` and a call on it that has had its first command.
+fn call_in_flight(grace_period: &str) -> (ServeProcess, TcpStream) {
+    let server = ServeProcess::start(&["--grace-period", grace_period], None);
     let mut call = TcpStream::connect(server.addr).unwrap();
     call.write_all(format!("{ENV_HEAD}\n").as_bytes()).unwrap();
     let mut command = [0u8; 64];
     assert!(call.read(&mut command).unwrap() > 0);
+    (server, call)
+}
+
+#[tokio::test]
+async fn sigterm_stops_accepting_and_lets_the_call_in_flight_finish() {
+    let (mut server, mut call) = call_in_flight("10s");
     server.signal(libc::SIGTERM);
     server.wait_for_log("waiting for calls in progress");
     assert!(
@@ -224,11 +232,7 @@ async fn sigterm_stops_accepting_and_lets_the_call_in_flight_finish() {
 
 #[tokio::test]
 async fn the_grace_period_cuts_off_calls_that_do_not_finish() {
-    let mut server = ServeProcess::start(&["--grace-period", "300ms"], None);
-    let mut call = TcpStream::connect(server.addr).unwrap();
-    call.write_all(format!("{ENV_HEAD}\n").as_bytes()).unwrap();
-    let mut command = [0u8; 64];
-    assert!(call.read(&mut command).unwrap() > 0);
+    let (mut server, mut call) = call_in_flight("300ms");
     server.signal(libc::SIGINT);
     // Asterisk never answers: the server closes the call when the grace period is over.
     read_to_close(&mut call);
@@ -238,20 +242,21 @@ async fn the_grace_period_cuts_off_calls_that_do_not_finish() {
         .contains("call cut off: shutdown grace period over"));
 }
 
+/// `dialgate replay <transcript> --target <server>`.
+fn replay_command(transcript: &Path, server: &ServeProcess) -> Output {
+    bare_cmd()
+        .arg("replay")
+        .arg(transcript)
+        .args(["--target", &server.addr.to_string()])
+        .output()
+        .unwrap()
+}
+
 #[test]
 fn replay_command_reports_success_and_divergence() {
     let server = ServeProcess::start(&[], None);
     let fixture = common::fixture_dir().join("10-pjsip-ast20-ping.agi");
-    let ok = assert_cmd::Command::cargo_bin("dialgate")
-        .unwrap()
-        .args([
-            "replay",
-            fixture.to_str().unwrap(),
-            "--target",
-            &server.addr.to_string(),
-        ])
-        .output()
-        .unwrap();
+    let ok = replay_command(&fixture, &server);
     assert!(ok.status.success(), "{ok:?}");
     assert!(String::from_utf8_lossy(&ok.stdout).contains("DIALGATE_RESULT=pong"));
 
@@ -263,16 +268,7 @@ fn replay_command_reports_success_and_divergence() {
         text.replace("DIALGATE_RESULT pong", "DIALGATE_RESULT pang"),
     )
     .unwrap();
-    let diverged = assert_cmd::Command::cargo_bin("dialgate")
-        .unwrap()
-        .args([
-            "replay",
-            wrong.to_str().unwrap(),
-            "--target",
-            &server.addr.to_string(),
-        ])
-        .output()
-        .unwrap();
+    let diverged = replay_command(&wrong, &server);
     assert_eq!(diverged.status.code(), Some(1));
     let stdout = String::from_utf8_lossy(&diverged.stdout);
     assert!(
@@ -285,8 +281,7 @@ fn replay_command_reports_success_and_divergence() {
 
 #[test]
 fn an_unreachable_database_stops_the_start_with_the_cause() {
-    let out = assert_cmd::Command::cargo_bin("dialgate")
-        .unwrap()
+    let out = bare_cmd()
         .args(["serve", "--agi-listen", "127.0.0.1:0"])
         .args(["--database-url", "mysql://root@127.0.0.1:1/nowhere"])
         .output()
@@ -302,8 +297,7 @@ fn an_unreachable_database_stops_the_start_with_the_cause() {
 
 #[test]
 fn bad_arguments_are_user_errors_with_a_message() {
-    let out = assert_cmd::Command::cargo_bin("dialgate")
-        .unwrap()
+    let out = bare_cmd()
         .args(["serve", "--agi-allow", "not-an-ip"])
         .output()
         .unwrap();
@@ -312,8 +306,7 @@ fn bad_arguments_are_user_errors_with_a_message() {
 
     let busy = ServeProcess::start(&[], None);
     let data = tempfile::tempdir().unwrap();
-    let out = assert_cmd::Command::cargo_bin("dialgate")
-        .unwrap()
+    let out = bare_cmd()
         .args(["serve", "--agi-listen", &busy.addr.to_string()])
         .arg("--data-dir")
         .arg(data.path())

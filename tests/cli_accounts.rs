@@ -126,6 +126,18 @@ fn document(kind: &str, media_type: &str, path: &Path) -> Value {
     })
 }
 
+/// An account (as `--json accounts list` or `show` prints it) has this one phone and
+/// these document summaries.
+#[track_caller]
+fn assert_phone_and_documents(account: &Value, phone: &str, documents: &[Value]) {
+    assert_eq!(account["phones"], serde_json::json!([phone]), "{account}");
+    assert_eq!(
+        account["documents"],
+        Value::Array(documents.to_vec()),
+        "{account}"
+    );
+}
+
 // ---------------------------------------------------------------------------------------
 // 1. Enrollment with documents; phone numbers normalised to E.164
 // ---------------------------------------------------------------------------------------
@@ -186,22 +198,22 @@ fn scenario_enroll_with_documents(db: &TestDb) {
     assert_eq!(alice["username"], "alice");
     assert_eq!(alice["display_name"], "Alice Example");
     assert_eq!(alice["status"], "active");
-    assert_eq!(alice["phones"], serde_json::json!(["+8613800138000"]));
-    assert_eq!(
-        alice["documents"],
-        serde_json::json!([
+    assert_phone_and_documents(
+        alice,
+        "+8613800138000",
+        &[
             document("id_scan", "application/pdf", &pdf),
             document("photo", "image/png", &png),
-        ])
+        ],
     );
     assert_eq!(bob["username"], "bob");
-    assert_eq!(bob["phones"], serde_json::json!(["+12015550123"]));
-    assert_eq!(
-        bob["documents"],
-        serde_json::json!([
+    assert_phone_and_documents(
+        bob,
+        "+12015550123",
+        &[
             document("id_scan", "image/jpeg", &jpeg),
             document("photo", "image/png", &png),
-        ])
+        ],
     );
     assert!(alice["id"].as_i64().unwrap() != bob["id"].as_i64().unwrap());
     assert!(alice["created_at_ms"].as_i64().unwrap() > 1_600_000_000_000);
@@ -239,8 +251,7 @@ fn scenario_duplicate_username(db: &TestDb) {
         assert_eq!(db.counts(), before, "nothing new written for {username:?}");
     }
     let carol = show_json(db, "carol");
-    assert_eq!(carol["phones"], serde_json::json!(["+8613800138000"]));
-    assert_eq!(carol["documents"], serde_json::json!([]));
+    assert_phone_and_documents(&carol, "+8613800138000", &[]);
 }
 
 // ---------------------------------------------------------------------------------------
@@ -718,19 +729,18 @@ fn scenario_import_csv(db: &TestDb) {
     };
     let ann = by_name("ann");
     assert_eq!(ann["display_name"], "Ann Anders");
-    assert_eq!(ann["phones"], serde_json::json!(["+8613800138001"]));
-    assert_eq!(
-        ann["documents"],
-        serde_json::json!([
+    assert_phone_and_documents(
+        &ann,
+        "+8613800138001",
+        &[
             document("id_scan", "application/pdf", &dir.join("id.pdf")),
             document("photo", "image/png", &dir.join("photo.png")),
-        ])
+        ],
     );
-    let ben = by_name("ben");
-    assert_eq!(ben["phones"], serde_json::json!(["+12015550124"]));
-    assert_eq!(
-        ben["documents"],
-        serde_json::json!([document("id_scan", "image/jpeg", &dir.join("id.jpg"))])
+    assert_phone_and_documents(
+        &by_name("ben"),
+        "+12015550124",
+        &[document("id_scan", "image/jpeg", &dir.join("id.jpg"))],
     );
     assert_eq!(by_name("cat")["documents"], serde_json::json!([]));
     assert_eq!(
