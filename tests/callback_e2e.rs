@@ -126,6 +126,31 @@ async fn originate_seen(ami: &ScriptedAmi, login: &Login) {
     );
 }
 
+/// A scripted AMI server playing `fixture` (in fixtures/ami/callback/), `serve` on a
+/// fresh SQLite database connected to it, and what `/healthz` said once it was.
+async fn with_ami(fixture: &str) -> (ScriptedAmi, TestDb, Gate, Value) {
+    let ami = ScriptedAmi::start(vec![script(fixture)]).await;
+    let db = TestDb::sqlite();
+    let gate = start(&db, Some(ami.addr.to_string()));
+    let healthz = wait_ami(&gate, "connected").await;
+    (ami, db, gate, healthz)
+}
+
+/// Asks for the call-back, which is accepted, and checks the Originate it sent.
+async fn called_back(gate: &Gate, ami: &ScriptedAmi, login: &Login) -> Reply {
+    let reply = callback(gate, login).await;
+    assert_eq!(reply.status, StatusCode::ACCEPTED, "{:?}", reply.body);
+    originate_seen(ami, login).await;
+    reply
+}
+
+/// Asks for the call-back, which cannot be placed: 503 `callback_unavailable`.
+async fn callback_unavailable(gate: &Gate, login: &Login) {
+    let reply = callback(gate, login).await;
+    assert_eq!(reply.status, StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(reply.json()["error"], "callback_unavailable");
+}
+
 fn metric(text: &str, name: &str) -> Option<f64> {
     text.lines()
         .find(|l| l.starts_with(name) && l[name.len()..].starts_with(' '))
@@ -138,10 +163,7 @@ fn metric(text: &str, name: &str) -> Option<f64> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn answered_callback_and_1_signs_in() {
-    let ami = ScriptedAmi::start(vec![script("originate-answered.ami")]).await;
-    let db = TestDb::sqlite();
-    let gate = start(&db, Some(ami.addr.to_string()));
-    let healthz = wait_ami(&gate, "connected").await;
+    let (ami, db, gate, healthz) = with_ami("originate-answered.ami").await;
     assert_eq!(healthz["status"], "ok");
     assert!(healthz["ami"]["since"].as_str().unwrap().ends_with('Z'));
     let login = login(&gate).await;
@@ -165,11 +187,9 @@ async fn answered_callback_and_1_signs_in() {
     assert_eq!(redirected.status, StatusCode::BAD_REQUEST);
     assert_eq!(ami.received().len(), 6, "only the Login reached AMI");
 
-    let reply = callback(&gate, &login).await;
-    assert_eq!(reply.status, StatusCode::ACCEPTED, "{:?}", reply.body);
+    let reply = called_back(&gate, &ami, &login).await;
     assert_eq!(reply.json()["status"], "calling");
     assert_eq!(reply.json()["phone_hint"], "•••• 8000");
-    originate_seen(&ami, &login).await;
 
     // A second call-back right away: rate limited (per account and per number).
     let again = callback(&gate, &login).await;
@@ -225,14 +245,9 @@ async fn answered_callback_and_1_signs_in() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn answered_callback_and_2_refuses() {
-    let ami = ScriptedAmi::start(vec![script("originate-answered.ami")]).await;
-    let db = TestDb::sqlite();
-    let gate = start(&db, Some(ami.addr.to_string()));
-    wait_ami(&gate, "connected").await;
+    let (ami, _db, gate, _) = with_ami("originate-answered.ami").await;
     let login = login(&gate).await;
-    let reply = callback(&gate, &login).await;
-    assert_eq!(reply.status, StatusCode::ACCEPTED, "{:?}", reply.body);
-    originate_seen(&ami, &login).await;
+    called_back(&gate, &ami, &login).await;
     let outcome = confirm_call(&gate, &login.id, Some("2")).await;
     assert_eq!(outcome.result.as_deref(), Some("refused"), "{outcome:?}");
     let status = state(&gate, &login).await;
@@ -244,13 +259,9 @@ async fn answered_callback_and_2_refuses() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn silence_on_the_answered_callback_refuses() {
-    let ami = ScriptedAmi::start(vec![script("originate-answered.ami")]).await;
-    let db = TestDb::sqlite();
-    let gate = start(&db, Some(ami.addr.to_string()));
-    wait_ami(&gate, "connected").await;
+    let (ami, _db, gate, _) = with_ami("originate-answered.ami").await;
     let login = login(&gate).await;
-    assert_eq!(callback(&gate, &login).await.status, StatusCode::ACCEPTED);
-    originate_seen(&ami, &login).await;
+    called_back(&gate, &ami, &login).await;
     let outcome = confirm_call(&gate, &login.id, None).await;
     assert_eq!(outcome.result.as_deref(), Some("refused"), "{outcome:?}");
     assert_eq!(state(&gate, &login).await["reason"], "callback_refused");
@@ -258,19 +269,14 @@ async fn silence_on_the_answered_callback_refuses() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn busy_phone_fails_the_login_with_the_reason() {
-    let ami = ScriptedAmi::start(vec![script("originate-busy.ami")]).await;
-    let db = TestDb::sqlite();
-    let gate = start(&db, Some(ami.addr.to_string()));
-    wait_ami(&gate, "connected").await;
+    let (ami, _db, gate, _) = with_ami("originate-busy.ami").await;
     let login = login(&gate).await;
     let mut sse = events(&gate, &login).await;
     assert_eq!(sse.next(Duration::from_secs(5)).await.0, "pending");
-    let reply = callback(&gate, &login).await;
-    assert_eq!(reply.status, StatusCode::ACCEPTED, "{:?}", reply.body);
+    called_back(&gate, &ami, &login).await;
     let (event, data) = sse.next(Duration::from_secs(10)).await;
     assert_eq!(event, "failed", "{data}");
     assert_eq!(data["reason"], "callback_busy");
-    originate_seen(&ami, &login).await;
     let status = state(&gate, &login).await;
     assert_eq!(status["reason"], "callback_busy");
     // A late confirm call for it changes nothing.
@@ -287,9 +293,7 @@ async fn ami_disabled_answers_503_and_health_says_disabled() {
     assert_eq!(healthz["status"], "ok");
     assert_eq!(healthz["ami"], "disabled");
     let login = login(&gate).await;
-    let reply = callback(&gate, &login).await;
-    assert_eq!(reply.status, StatusCode::SERVICE_UNAVAILABLE);
-    assert_eq!(reply.json()["error"], "callback_unavailable");
+    callback_unavailable(&gate, &login).await;
     // No call-back was placed: `confirm` cannot verify the login.
     let outcome = confirm_call(&gate, &login.id, Some("1")).await;
     assert_eq!(outcome.result.as_deref(), Some("no_pending"));
@@ -307,9 +311,7 @@ async fn ami_link_down_answers_503_and_health_says_reconnecting() {
         "AMI never makes the node unhealthy"
     );
     let login = login(&gate).await;
-    let reply = callback(&gate, &login).await;
-    assert_eq!(reply.status, StatusCode::SERVICE_UNAVAILABLE);
-    assert_eq!(reply.json()["error"], "callback_unavailable");
+    callback_unavailable(&gate, &login).await;
     assert_eq!(state(&gate, &login).await["state"], "pending");
 }
 

@@ -195,26 +195,20 @@ fn scenario_enroll_with_documents(db: &TestDb) {
     let list = list.as_array().expect("a JSON array");
     assert_eq!(list.len(), 2, "{list:?}");
     let (alice, bob) = (&list[0], &list[1]);
-    assert_eq!(alice["username"], "alice");
     assert_eq!(alice["display_name"], "Alice Example");
     assert_eq!(alice["status"], "active");
-    assert_phone_and_documents(
-        alice,
-        "+8613800138000",
-        &[
-            document("id_scan", "application/pdf", &pdf),
+    for (account, username, phone, id_scan) in [
+        (alice, "alice", "+8613800138000", ("application/pdf", &pdf)),
+        (bob, "bob", "+12015550123", ("image/jpeg", &jpeg)),
+    ] {
+        assert_eq!(account["username"], username);
+        let (scan_type, scan) = id_scan;
+        let documents = [
+            document("id_scan", scan_type, scan),
             document("photo", "image/png", &png),
-        ],
-    );
-    assert_eq!(bob["username"], "bob");
-    assert_phone_and_documents(
-        bob,
-        "+12015550123",
-        &[
-            document("id_scan", "image/jpeg", &jpeg),
-            document("photo", "image/png", &png),
-        ],
-    );
+        ];
+        assert_phone_and_documents(account, phone, &documents);
+    }
     assert!(alice["id"].as_i64().unwrap() != bob["id"].as_i64().unwrap());
     assert!(alice["created_at_ms"].as_i64().unwrap() > 1_600_000_000_000);
 
