@@ -29,6 +29,25 @@ async fn assert_serving(server: &ServeProcess) {
     assert_eq!(report.result.as_deref(), Some("pong"));
 }
 
+/// `serve` with `args` and one peer connected to its FastAGI port.
+fn serve_with_peer(args: &[&str]) -> (ServeProcess, TcpStream) {
+    let server = ServeProcess::start(args, None);
+    let peer = TcpStream::connect(server.addr).unwrap();
+    (server, peer)
+}
+
+/// `serve` with `args` and a call on it that has had its first command.
+fn call_in_flight(args: &[&str]) -> (ServeProcess, TcpStream) {
+    let (server, mut call) = serve_with_peer(args);
+    call.write_all(format!("{ENV_HEAD}\n").as_bytes()).unwrap();
+    let mut command = [0u8; 64];
+    assert!(
+        call.read(&mut command).unwrap() > 0,
+        "the call is in its dialog"
+    );
+    (server, call)
+}
+
 /// Reads until the server closes; returns what it sent.
 fn read_to_close(stream: &mut TcpStream) -> Vec<u8> {
     stream
@@ -52,8 +71,7 @@ fn assert_not_spinning(server: &ServeProcess) {
 
 #[tokio::test]
 async fn garbage_is_refused_with_a_log_line() {
-    let server = ServeProcess::start(&[], None);
-    let mut peer = TcpStream::connect(server.addr).unwrap();
+    let (server, mut peer) = serve_with_peer(&[]);
     peer.write_all(b"GET / HTTP/1.1\r\nHost: dialgate\r\n\r\n")
         .unwrap();
     assert!(
@@ -67,8 +85,7 @@ async fn garbage_is_refused_with_a_log_line() {
 
 #[tokio::test]
 async fn an_oversized_line_is_cut_off_at_8_kib() {
-    let server = ServeProcess::start(&[], None);
-    let mut peer = TcpStream::connect(server.addr).unwrap();
+    let (server, mut peer) = serve_with_peer(&[]);
     let mut line = b"agi_network: ".to_vec();
     line.resize(20_000, b'y');
     // The server may close while we are still writing: that is the point.
@@ -80,8 +97,7 @@ async fn an_oversized_line_is_cut_off_at_8_kib() {
 
 #[tokio::test]
 async fn an_endless_environment_block_is_cut_off() {
-    let server = ServeProcess::start(&[], None);
-    let mut peer = TcpStream::connect(server.addr).unwrap();
+    let (server, mut peer) = serve_with_peer(&[]);
     for i in 0..100_000 {
         if peer
             .write_all(format!("agi_x_{i}: {}\n", "v".repeat(40)).as_bytes())
@@ -97,8 +113,7 @@ async fn an_endless_environment_block_is_cut_off() {
 
 #[tokio::test]
 async fn an_idle_peer_is_closed_after_the_environment_timeout_without_spinning() {
-    let server = ServeProcess::start(&["--env-timeout", "1500ms"], None);
-    let mut peer = TcpStream::connect(server.addr).unwrap();
+    let (server, mut peer) = serve_with_peer(&["--env-timeout", "1500ms"]);
     peer.write_all(ENV_HEAD.as_bytes()).unwrap();
     assert_not_spinning(&server);
     assert!(read_to_close(&mut peer).is_empty());
@@ -108,8 +123,7 @@ async fn an_idle_peer_is_closed_after_the_environment_timeout_without_spinning()
 
 #[tokio::test]
 async fn a_peer_leaving_mid_environment_is_logged_and_forgotten() {
-    let server = ServeProcess::start(&[], None);
-    let mut peer = TcpStream::connect(server.addr).unwrap();
+    let (server, mut peer) = serve_with_peer(&[]);
     peer.write_all(ENV_HEAD.as_bytes()).unwrap();
     peer.shutdown(Shutdown::Write).unwrap();
     read_to_close(&mut peer);
@@ -122,8 +136,7 @@ async fn a_peer_leaving_mid_environment_is_logged_and_forgotten() {
 
 #[tokio::test]
 async fn an_abrupt_reset_in_the_middle_of_a_call_is_logged() {
-    let server = ServeProcess::start(&[], None);
-    let mut peer = TcpStream::connect(server.addr).unwrap();
+    let (server, mut peer) = serve_with_peer(&[]);
     peer.write_all(format!("{ENV_HEAD}agi_uniqueid: reset-1\n\n").as_bytes())
         .unwrap();
     let mut command = [0u8; 64];
@@ -157,8 +170,7 @@ async fn running_out_of_file_descriptors_backs_off_and_recovers() {
 
 #[tokio::test]
 async fn peers_outside_the_allow_list_are_refused() {
-    let server = ServeProcess::start(&["--agi-allow", "10.9.9.9,192.0.2.0/24"], None);
-    let mut peer = TcpStream::connect(server.addr).unwrap();
+    let (server, mut peer) = serve_with_peer(&["--agi-allow", "10.9.9.9,192.0.2.0/24"]);
     peer.write_all(format!("{ENV_HEAD}\n").as_bytes()).unwrap();
     assert!(read_to_close(&mut peer).is_empty());
     server.wait_for_log("peer not in the allow-list");
@@ -170,14 +182,7 @@ async fn peers_outside_the_allow_list_are_refused() {
 
 #[tokio::test]
 async fn calls_beyond_max_connections_are_closed_at_once() {
-    let server = ServeProcess::start(&["--max-connections", "1"], None);
-    let mut first = TcpStream::connect(server.addr).unwrap();
-    first.write_all(format!("{ENV_HEAD}\n").as_bytes()).unwrap();
-    let mut command = [0u8; 64];
-    assert!(
-        first.read(&mut command).unwrap() > 0,
-        "first call is in its dialog"
-    );
+    let (server, mut first) = call_in_flight(&["--max-connections", "1"]);
     let mut second = TcpStream::connect(server.addr).unwrap();
     assert!(read_to_close(&mut second).is_empty());
     server.wait_for_log("too many calls in progress");
@@ -204,19 +209,9 @@ async fn calls_beyond_max_connections_are_closed_at_once() {
     );
 }
 
-/// A server with this `--grace-period` and a call on it that has had its first command.
-fn call_in_flight(grace_period: &str) -> (ServeProcess, TcpStream) {
-    let server = ServeProcess::start(&["--grace-period", grace_period], None);
-    let mut call = TcpStream::connect(server.addr).unwrap();
-    call.write_all(format!("{ENV_HEAD}\n").as_bytes()).unwrap();
-    let mut command = [0u8; 64];
-    assert!(call.read(&mut command).unwrap() > 0);
-    (server, call)
-}
-
 #[tokio::test]
 async fn sigterm_stops_accepting_and_lets_the_call_in_flight_finish() {
-    let (mut server, mut call) = call_in_flight("10s");
+    let (mut server, mut call) = call_in_flight(&["--grace-period", "10s"]);
     server.signal(libc::SIGTERM);
     server.wait_for_log("waiting for calls in progress");
     assert!(
@@ -232,7 +227,7 @@ async fn sigterm_stops_accepting_and_lets_the_call_in_flight_finish() {
 
 #[tokio::test]
 async fn the_grace_period_cuts_off_calls_that_do_not_finish() {
-    let (mut server, mut call) = call_in_flight("300ms");
+    let (mut server, mut call) = call_in_flight(&["--grace-period", "300ms"]);
     server.signal(libc::SIGINT);
     // Asterisk never answers: the server closes the call when the grace period is over.
     read_to_close(&mut call);

@@ -102,14 +102,26 @@ fn run(db: &TestDb, args: &[&str]) -> Output {
 
 /// `--json <args>`, which must succeed, parsed.
 fn json(db: &TestDb, args: &[&str]) -> Value {
+    json_expect(db, args, 0, "")
+}
+
+/// `--json <args>`, which must exit with `code` and say `needle`, parsed.
+fn json_expect(db: &TestDb, args: &[&str], code: i32, needle: &str) -> Value {
     let out = db.cmd().arg("--json").args(args).output().unwrap();
-    expect(&out, 0, "");
+    expect(&out, code, needle);
     serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
         panic!(
             "--json {args:?} printed invalid JSON ({e}):\n{}",
             stdout(&out)
         )
     })
+}
+
+/// Writes `contents` to `dir/name`; the path, for the command line.
+fn write_file(dir: &Path, name: &str, contents: &str) -> String {
+    let path = dir.join(name);
+    std::fs::write(&path, contents).unwrap();
+    path.to_str().unwrap().to_string()
 }
 
 fn show_json(db: &TestDb, username: &str) -> Value {
@@ -651,9 +663,9 @@ fn scenario_import_csv(db: &TestDb) {
     // Already enrolled before the import: its row must be refused.
     enroll_ok(db, "erin", "13800138009");
 
-    let csv = dir.join("users.csv");
-    std::fs::write(
-        &csv,
+    let csv = write_file(
+        dir,
+        "users.csv",
         "username,name,phone,password,id_scan,photo\n\
          ann,Ann Anders,13800138001,password-ann,id.pdf,photo.png\n\
          ben,Ben Brown,+1 201 555 0124,password-ben,id.jpg,\n\
@@ -664,9 +676,8 @@ fn scenario_import_csv(db: &TestDb) {
          ERIN,Erin Again,13800138004,password-erin,,\n\
          nodoc,No Document,13800138005,password-nodoc,missing.pdf,\n\
          dan,Dan Deng,13800138006,password-dan,,photo.png\n",
-    )
-    .unwrap();
-    let out = run(db, &["import", csv.to_str().unwrap()]);
+    );
+    let out = run(db, &["import", &csv]);
     expect(&out, 1, "imported 4 of 9 rows");
     assert!(
         stderr(&out).contains("5 rows were not imported"),
@@ -746,24 +757,16 @@ fn scenario_import_csv(db: &TestDb) {
 
     // --json: {imported, failed: [{line, username, error}]}. A username twice in one file
     // goes in once; which of the two rows wins depends on which finishes hashing first.
-    let csv = dir.join("more.csv");
-    std::fs::write(
-        &csv,
+    let csv = write_file(
+        dir,
+        "more.csv",
         "username,name,phone,password\n\
          fay,Fay One,13800138010,password-fay1\n\
          fay,Fay Two,13800138011,password-fay2\n\
          gus,Gus,abc,password-gus\n\
          hal,Hal,13800138012,password-hal\n",
-    )
-    .unwrap();
-    let out = db
-        .cmd()
-        .args(["--json", "import", csv.to_str().unwrap()])
-        .output()
-        .unwrap();
-    expect(&out, 1, "2 rows were not imported");
-    let report: Value = serde_json::from_slice(&out.stdout)
-        .unwrap_or_else(|e| panic!("invalid JSON ({e}):\n{}", stdout(&out)));
+    );
+    let report = json_expect(db, &["import", &csv], 1, "2 rows were not imported");
     assert_eq!(report["imported"], 2, "{report}");
     let failed = report["failed"].as_array().unwrap();
     assert_eq!(failed.len(), 2, "{report}");
@@ -786,19 +789,12 @@ fn scenario_import_csv(db: &TestDb) {
     assert_eq!(db.count("accounts"), 7);
 
     // A clean file: exit 0.
-    let csv = dir.join("clean.csv");
-    std::fs::write(
-        &csv,
+    let csv = write_file(
+        dir,
+        "clean.csv",
         "username,name,phone,password\nivy,Ivy,13800138013,password-ivy\n",
-    )
-    .unwrap();
-    let out = db
-        .cmd()
-        .args(["--json", "import", csv.to_str().unwrap()])
-        .output()
-        .unwrap();
-    expect(&out, 0, "");
-    let report: Value = serde_json::from_slice(&out.stdout).unwrap();
+    );
+    let report = json(db, &["import", &csv]);
     assert_eq!(report, serde_json::json!({ "imported": 1, "failed": [] }));
 
     // A file that is not there.
