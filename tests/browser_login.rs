@@ -20,7 +20,6 @@ mod common;
 use common::browser::*;
 use std::path::Path;
 
-use hyper::Method;
 use serde_json::json;
 
 // ------------------------------------------------------------------ the tests
@@ -65,14 +64,7 @@ fn credentials_line_parsing() {
 
 fn login_flow(wd: &WebDriver, base_url: &str, username: &str, password: &str, out: &Path) {
     // The page is served with a CSP that forbids inline script and style.
-    let reply = request(Method::GET, &format!("{base_url}/"), &[], "");
-    let status = reply.status;
-    assert_eq!(status, 200, "GET / answered {status}");
-    let csp = reply.header("content-security-policy").unwrap_or_default();
-    assert!(
-        csp.contains("default-src 'self'"),
-        "GET / must send Content-Security-Policy with default-src 'self'; got {csp:?}"
-    );
+    get_page(base_url, "/");
 
     wd.desktop();
     wd.goto(&format!("{base_url}/"));

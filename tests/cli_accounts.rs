@@ -562,12 +562,14 @@ fn scenario_manage_account(db: &TestDb) {
     };
     let old_hash = hash_of("frank");
     assert!(dialgate::auth::passwords::verify(PASSWORD, &old_hash));
-    let out = db
-        .cmd()
-        .args(["accounts", "set-password", "frank", "--password-stdin"])
-        .write_stdin("a brand new secret\n")
-        .output()
-        .unwrap();
+    let set_password = |password: &str| {
+        db.cmd()
+            .args(["accounts", "set-password", "frank", "--password-stdin"])
+            .write_stdin(format!("{password}\n"))
+            .output()
+            .unwrap()
+    };
+    let out = set_password("a brand new secret");
     expect(&out, 0, "frank (frank Example), active");
     let new_hash = hash_of("frank");
     assert!(new_hash.starts_with("$argon2id$"), "{new_hash}");
@@ -577,12 +579,7 @@ fn scenario_manage_account(db: &TestDb) {
     ));
     assert!(!dialgate::auth::passwords::verify(PASSWORD, &new_hash));
     // A weak one is refused and changes nothing.
-    let out = db
-        .cmd()
-        .args(["accounts", "set-password", "frank", "--password-stdin"])
-        .write_stdin("FRANK\n")
-        .output()
-        .unwrap();
+    let out = set_password("FRANK");
     expect_user_error(&out, "the password is too short");
     assert_eq!(hash_of("frank"), new_hash);
 

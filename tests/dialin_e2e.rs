@@ -99,6 +99,14 @@ async fn open_session(gate: &Gate, login: &Login) -> String {
     token
 }
 
+/// The exchange is refused as gone (410), without a session cookie.
+async fn exchange_gone(gate: &Gate, login: &Login) -> Reply {
+    let reply = exchange(gate, login).await;
+    assert_eq!(reply.status, StatusCode::GONE, "{:?}", reply.body);
+    assert!(reply.cookie("dialgate_session").is_none());
+    reply
+}
+
 /// The call Asterisk makes on the trusted trunk: caller, dialled number as `${EXTEN}`.
 fn call_from(caller: Option<&str>, dialled: &str) -> CallSpec {
     CallSpec {
@@ -309,9 +317,7 @@ async fn scenario_expired(db: &TestDb) {
     let spec = call_from(Some(PHONE), &login.dial_number);
     assert_eq!(verdict(&gate, &spec).await, "no_pending");
     assert_eq!(state(&gate, &login).await["state"], "expired");
-    let reply = exchange(&gate, &login).await;
-    assert_eq!(reply.status, StatusCode::GONE, "{:?}", reply.body);
-    assert!(reply.cookie("dialgate_session").is_none());
+    exchange_gone(&gate, &login).await;
     assert_eq!(db.count("sessions"), 0);
 }
 
@@ -328,10 +334,8 @@ async fn scenario_replay(db: &TestDb) {
     open_session(&gate, &login).await;
 
     assert_eq!(verdict(&gate, &spec).await, "no_pending");
-    let again = exchange(&gate, &login).await;
-    assert_eq!(again.status, StatusCode::GONE, "{:?}", again.body);
+    let again = exchange_gone(&gate, &login).await;
     assert_eq!(again.json()["error"], "gone");
-    assert!(again.cookie("dialgate_session").is_none());
     assert_eq!(db.count("sessions"), 1);
 }
 

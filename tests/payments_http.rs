@@ -7,14 +7,15 @@ mod common;
 
 use std::{net::SocketAddr, sync::Arc, time::Duration};
 
-use common::http::{fetch, Reply};
+use common::{
+    db::DataDir,
+    http::{fetch, Reply},
+};
 use dialgate::{
     auth::{
-        accounts::{enroll, Enrollment},
         login::{self, LoginSettings},
         payments,
     },
-    config::{Config, Overrides},
     gateway::{self, Gateway, GatewayConfig, Hub, RateLimit},
     metrics::Metrics,
     phone::{normalize, Region},
@@ -30,40 +31,25 @@ const PASSWORD: &str = "correct horse battery";
 const KEY: [u8; 32] = [9; 32];
 const OPENING: i64 = 100_000;
 
-struct Db {
-    _dir: tempfile::TempDir,
-    store: Store,
-}
-
 /// A SQLite data directory with `alice` (balance [`OPENING`]) and `bob` (empty).
-fn db() -> Db {
-    let dir = tempfile::tempdir().unwrap();
-    let config = Config::resolve(&Overrides {
-        data_dir: Some(dir.path().to_path_buf()),
-        ..Overrides::default()
-    })
-    .unwrap();
-    let options = OpenOptions {
+fn db() -> DataDir {
+    let db = DataDir::open(&OpenOptions {
         max_connections: 16,
         connect_timeout: Duration::from_secs(30),
         ..OpenOptions::default()
-    };
-    let store = Store::open(&config.database_url, &options).unwrap();
+    });
     for (name, display) in [(USER, "Alice"), (OTHER, "Bob")] {
-        let enrollment =
-            Enrollment::prepare(name, PASSWORD, display, "+8613800138000", vec![], &config)
-                .unwrap();
-        enroll(&store, &enrollment).unwrap();
+        db.enroll(name, PASSWORD, display, "+8613800138000");
     }
     payments::top_up(
-        &store,
+        &db.store,
         USER,
         OPENING,
         Some("opening"),
         dialgate::store::now_ms(),
     )
     .unwrap();
-    Db { _dir: dir, store }
+    db
 }
 
 fn login_settings() -> LoginSettings {
@@ -78,7 +64,7 @@ struct Node {
     url: String,
     store: Store,
     stop: Option<oneshot::Sender<()>>,
-    _db: Db,
+    _db: DataDir,
 }
 
 impl Drop for Node {

@@ -642,6 +642,20 @@ impl Drop for WebDriver {
 
 // ------------------------------------------------------------------ plain HTTP
 
+/// `GET base_url + path`, which must answer 200 with a Content-Security-Policy that has
+/// `default-src 'self'` (no inline script or style).
+pub fn get_page(base_url: &str, path: &str) -> Reply {
+    let reply = request(Method::GET, &format!("{base_url}{path}"), &[], "");
+    let status = reply.status;
+    assert_eq!(status, 200, "GET {path} answered {status}");
+    let csp = reply.header("content-security-policy").unwrap_or_default();
+    assert!(
+        csp.contains("default-src 'self'"),
+        "GET {path} must send Content-Security-Policy with default-src 'self'; got {csp:?}"
+    );
+    reply
+}
+
 fn runtime() -> tokio::runtime::Runtime {
     tokio::runtime::Builder::new_current_thread()
         .enable_all()

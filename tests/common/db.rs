@@ -13,7 +13,11 @@ use std::{
     time::{SystemTime, UNIX_EPOCH},
 };
 
-use dialgate::store::{schema::audit_events, DatabaseUrl, OpenOptions, Store};
+use dialgate::{
+    auth::accounts::{self, Enrollment},
+    config::{Config, Overrides},
+    store::{schema::audit_events, DatabaseUrl, OpenOptions, Store},
+};
 use diesel::{prelude::*, sql_types::BigInt, Connection, MysqlConnection, RunQueryDsl};
 
 /// Runs `$scenario(&TestDb)` once per backend, as tests named `$sqlite` and `$mysql`:
@@ -280,6 +284,46 @@ pub fn dialgate_command() -> std::process::Command {
     }
     cmd.env("NO_COLOR", "1");
     cmd
+}
+
+/// A temporary data directory, its configuration resolved as `serve` resolves it (so its
+/// SQLite database is inside), and a store on that database: for the in-process gateway
+/// tests.
+pub struct DataDir {
+    pub config: Config,
+    pub store: Store,
+    _dir: tempfile::TempDir,
+}
+
+impl DataDir {
+    pub fn open(options: &OpenOptions) -> DataDir {
+        let dir = tempfile::tempdir().unwrap();
+        let config = Config::resolve(&Overrides {
+            data_dir: Some(dir.path().to_path_buf()),
+            ..Overrides::default()
+        })
+        .unwrap();
+        let store = Store::open(&config.database_url, options).unwrap();
+        DataDir {
+            config,
+            store,
+            _dir: dir,
+        }
+    }
+
+    /// Enrolls a user through the library (no documents); the test fails if it fails.
+    pub fn enroll(&self, username: &str, password: &str, display_name: &str, phone: &str) {
+        let enrollment = Enrollment::prepare(
+            username,
+            password,
+            display_name,
+            phone,
+            vec![],
+            &self.config,
+        )
+        .unwrap();
+        accounts::enroll(&self.store, &enrollment).unwrap();
+    }
 }
 
 /// What a command printed on stdout, as text.
