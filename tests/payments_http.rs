@@ -699,6 +699,7 @@ async fn manage_with_a_session() {
     let issued = reply.json();
     assert_eq!(issued["label"], "from the page");
     let id = issued["id"].as_i64().unwrap();
+    let path = |action: &str| format!("/v1/temp-passwords/{id}/{action}");
 
     let list = node.get("/v1/temp-passwords", &with_cookie).await;
     assert_eq!(list.status, StatusCode::OK, "{:?}", list.body);
@@ -715,23 +716,12 @@ async fn manage_with_a_session() {
 
     // Empty body (the page's fetch) and an empty JSON object both work.
     let paused = node
-        .raw(
-            Method::POST,
-            &format!("/v1/temp-passwords/{id}/pause"),
-            &with_cookie,
-            "",
-        )
+        .raw(Method::POST, &path("pause"), &with_cookie, "")
         .await;
     assert_eq!(paused.status, StatusCode::OK, "{:?}", paused.body);
     assert_eq!(paused.json()["state"], "paused");
     declined(&node.pay(&password_of(&issued), 100, None).await, "paused");
-    let resumed = node
-        .post(
-            &format!("/v1/temp-passwords/{id}/resume"),
-            &with_cookie,
-            &json!({}),
-        )
-        .await;
+    let resumed = node.post(&path("resume"), &with_cookie, &json!({})).await;
     assert_eq!(resumed.status, StatusCode::OK, "{:?}", resumed.body);
     approved(&node.pay(&password_of(&issued), 100, None).await);
     let list = node.get("/v1/temp-passwords", &with_cookie).await;
@@ -745,24 +735,13 @@ async fn manage_with_a_session() {
         json!({ "username": USER, "balance": OPENING - 100, "currency": "CNY" })
     );
 
-    let revoked = node
-        .post(
-            &format!("/v1/temp-passwords/{id}/revoke"),
-            &with_cookie,
-            &json!({}),
-        )
-        .await;
+    let revoked = node.post(&path("revoke"), &with_cookie, &json!({})).await;
     assert_eq!(revoked.status, StatusCode::OK, "{:?}", revoked.body);
     assert_eq!(revoked.json()["state"], "revoked");
 
     // A body that is there but not JSON is a 400, even with a session.
     let garbage = node
-        .raw(
-            Method::POST,
-            &format!("/v1/temp-passwords/{id}/pause"),
-            &with_cookie,
-            "{oops",
-        )
+        .raw(Method::POST, &path("pause"), &with_cookie, "{oops")
         .await;
     error(&garbage, StatusCode::BAD_REQUEST, "bad_request");
 }
