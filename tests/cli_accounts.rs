@@ -14,7 +14,7 @@ use std::{
     process::{Output, Stdio},
 };
 
-use common::db::{expect, on_both_backends, stderr, stdout, TestDb};
+use common::db::{dialgate_command, expect, on_both_backends, stderr, stdout, TestDb};
 use dialgate::store::schema::accounts;
 use diesel::prelude::*;
 use serde_json::Value;
@@ -266,13 +266,7 @@ fn scenario_duplicate_username(db: &TestDb) {
 
 /// Starts `dialgate enroll` as its own process, the password already on its stdin.
 fn spawn_enroll(db: &TestDb, username: &str, phone: &str) -> std::process::Child {
-    let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_dialgate"));
-    for (key, _) in std::env::vars_os() {
-        if key.to_string_lossy().starts_with("DIALGATE_") {
-            command.env_remove(key);
-        }
-    }
-    let mut child = command
+    let mut child = dialgate_command()
         .args([
             "--database-url",
             &db.url(),
