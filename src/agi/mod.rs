@@ -5,11 +5,9 @@ pub mod call;
 pub mod codec;
 pub mod command;
 pub mod env;
-pub mod loadgen;
-pub mod peer;
 pub mod reply;
 pub mod server;
-pub mod transcript;
+pub mod sim;
 
 pub use call::{AgiCall, CallError};
 pub use codec::{AgiCodec, Frame};
@@ -17,6 +15,8 @@ pub use command::{Command, Verb};
 pub use env::{AgiEnv, CallerId, Presentation};
 pub use reply::{Reply, Response};
 pub use server::{Router, Script, ScriptFuture, Server, ServerConfig};
+/// The players' old paths (`agi::peer::place_call`, `agi::transcript::replay`).
+pub use sim::{loadgen, peer, transcript};
 
 /// Default FastAGI port, as in `agi://host` URLs without one.
 pub const DEFAULT_PORT: u16 = 4573;

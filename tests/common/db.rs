@@ -15,7 +15,7 @@ use std::{
 
 use dialgate::{
     auth::accounts::{self, Enrollment},
-    config::{Config, Overrides},
+    config::{Config, GlobalOptions},
     store::{schema::audit_events, DatabaseUrl, OpenOptions, Store},
 };
 use diesel::{prelude::*, sql_types::BigInt, Connection, MysqlConnection, RunQueryDsl};
@@ -298,9 +298,9 @@ pub struct DataDir {
 impl DataDir {
     pub fn open(options: &OpenOptions) -> DataDir {
         let dir = tempfile::tempdir().unwrap();
-        let config = Config::resolve(&Overrides {
+        let config = Config::resolve(&GlobalOptions {
             data_dir: Some(dir.path().to_path_buf()),
-            ..Overrides::default()
+            ..GlobalOptions::default()
         })
         .unwrap();
         let store = Store::open(&config.database_url, options).unwrap();
