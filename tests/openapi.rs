@@ -894,13 +894,11 @@ fn schemathesis_run(st: &Path, live: &Live, dir: &Path, name: &str, config: &str
         .args([
             "--checks",
             "not_a_server_error,status_code_conformance,content_type_conformance,\
-             response_headers_conformance,response_schema_conformance",
+             response_headers_conformance,response_schema_conformance,negative_data_rejection",
         ])
         .args(["--phases", "examples,coverage,fuzzing"])
         .args(["--max-examples", "25", "--workers", "2"])
         .args(["--request-timeout", "10", "--seed", &seed, "--no-color"])
-        .args(["--report", "junit", "--report-dir"])
-        .arg(dir.join(format!("{name}-report")))
         .args(args)
         .env("NO_COLOR", "1")
         .output()

@@ -29,7 +29,7 @@ use tokio::sync::OwnedSemaphorePermit;
 use tracing::info;
 
 use super::{
-    api::{bearer, blocking, cookie, rfc3339_ms, ClientIp, JsonBody},
+    api::{bearer, blocking, cookie, from_json_object, rfc3339_ms, ClientIp, JsonBody},
     ApiError, Gateway, MAX_BODY_BYTES, SESSION_COOKIE,
 };
 use crate::{
@@ -111,9 +111,7 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for OptionalJson<T> {
         if bytes.iter().all(u8::is_ascii_whitespace) {
             return Ok(OptionalJson(None));
         }
-        serde_json::from_slice(&bytes)
-            .map(|v| OptionalJson(Some(v)))
-            .map_err(|e| ApiError::bad_request(format!("the body is not the expected JSON: {e}")))
+        from_json_object(&bytes).map(|v| OptionalJson(Some(v)))
     }
 }
 
