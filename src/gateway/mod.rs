@@ -23,6 +23,7 @@ use axum::{
 use tokio::sync::{watch, Semaphore};
 use tower_http::trace::TraceLayer;
 
+pub use api::{bearer, challenge_secret, cookie, session_token};
 pub use callback::{CallbackLimiter, CallbackSettings};
 pub use error::ApiError;
 pub use hub::{sign, verify_signature, Hub, SIGNAL_PATH, SIGNAL_WINDOW};
