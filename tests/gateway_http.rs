@@ -17,7 +17,7 @@ use dialgate::{
         login::{self, LoginSettings},
         signal::ChallengeSignal,
     },
-    config::{Config, Overrides},
+    config::{Config, GlobalOptions},
     gateway::{self, sign, Gateway, GatewayConfig, Hub, RateLimit},
     metrics::Metrics,
     phone::{normalize, Region},
@@ -44,9 +44,9 @@ struct Db {
 
 fn db() -> Db {
     let dir = tempfile::tempdir().unwrap();
-    let config = Config::resolve(&Overrides {
+    let config = Config::resolve(&GlobalOptions {
         data_dir: Some(dir.path().to_path_buf()),
-        ..Overrides::default()
+        ..GlobalOptions::default()
     })
     .unwrap();
     let store = Store::open(&config.database_url, &OpenOptions::default()).unwrap();

@@ -14,7 +14,7 @@ use dialgate::{
         login::{self, LoginSettings},
         payments,
     },
-    config::{Config, Overrides},
+    config::{Config, GlobalOptions},
     gateway::{self, Gateway, GatewayConfig, Hub, RateLimit},
     metrics::Metrics,
     phone::{normalize, Region},
@@ -38,9 +38,9 @@ struct Db {
 /// A SQLite data directory with `alice` (balance [`OPENING`]) and `bob` (empty).
 fn db() -> Db {
     let dir = tempfile::tempdir().unwrap();
-    let config = Config::resolve(&Overrides {
+    let config = Config::resolve(&GlobalOptions {
         data_dir: Some(dir.path().to_path_buf()),
-        ..Overrides::default()
+        ..GlobalOptions::default()
     })
     .unwrap();
     let options = OpenOptions {

@@ -33,10 +33,15 @@ pub struct ConfirmConfig {
     pub refused_prompt: String,
 }
 
+impl ConfirmConfig {
+    /// The default `prompt` (`dialgate serve --help` shows it too).
+    pub const DEFAULT_PROMPT: &'static str = "beep";
+}
+
 impl Default for ConfirmConfig {
     fn default() -> Self {
         ConfirmConfig {
-            prompt: "beep".into(),
+            prompt: Self::DEFAULT_PROMPT.into(),
             digit_timeout_ms: 10_000,
             verified_prompt: "auth-thankyou".into(),
             refused_prompt: "vm-goodbye".into(),

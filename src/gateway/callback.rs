@@ -63,15 +63,23 @@ pub struct CallbackSettings {
     pub per_hour: usize,
 }
 
+impl CallbackSettings {
+    /// The defaults, stated once (`dialgate serve --help` shows them too).
+    pub const DEFAULT_CHANNEL_TEMPLATE: &'static str = "PJSIP/{number}@carrier";
+    pub const DEFAULT_CONTEXT: &'static str = "dialgate-callback";
+    pub const DEFAULT_EXTEN: &'static str = "s";
+    pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(30);
+}
+
 impl Default for CallbackSettings {
     fn default() -> Self {
         CallbackSettings {
-            channel_template: "PJSIP/{number}@carrier".into(),
-            context: "dialgate-callback".into(),
-            exten: "s".into(),
+            channel_template: Self::DEFAULT_CHANNEL_TEMPLATE.into(),
+            context: Self::DEFAULT_CONTEXT.into(),
+            exten: Self::DEFAULT_EXTEN.into(),
             priority: 1,
             caller_id: None,
-            timeout: Duration::from_secs(30),
+            timeout: Self::DEFAULT_TIMEOUT,
             min_interval: Duration::from_secs(60),
             per_hour: 5,
         }

@@ -26,14 +26,19 @@ pub struct RateLimit {
     pub max_lockout: Duration,
 }
 
+impl RateLimit {
+    /// The defaults, stated once (`dialgate serve --help` shows them too).
+    pub const DEFAULT: RateLimit = RateLimit {
+        per_ip: 10,
+        per_account: 30,
+        window: Duration::from_secs(60),
+        max_lockout: Duration::from_secs(3600),
+    };
+}
+
 impl Default for RateLimit {
     fn default() -> Self {
-        RateLimit {
-            per_ip: 10,
-            per_account: 30,
-            window: Duration::from_secs(60),
-            max_lockout: Duration::from_secs(3600),
-        }
+        RateLimit::DEFAULT
     }
 }
 
