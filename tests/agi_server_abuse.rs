@@ -12,7 +12,7 @@ use std::{
 };
 
 use common::{db::bare_cmd, load, ServeProcess};
-use dialgate::agi::transcript::{replay, ReplayOptions};
+use dialgate::agi::sim::transcript::{replay, ReplayOptions};
 
 const ENV_HEAD: &str =
     "agi_network: yes\nagi_network_script: ping\nagi_request: agi://127.0.0.1/ping\n";

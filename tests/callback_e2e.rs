@@ -2,7 +2,7 @@
 //! password step over HTTP, `POST /v1/login/{id}/callback`, the scripted AMI server
 //! (tests/common/ami_server.rs, transcripts in fixtures/ami/callback/) receiving the
 //! Originate to the ENROLLED number with `DIALGATE_CHALLENGE`, and Asterisk's side of the
-//! answered leg played with `agi::peer` against the FastAGI script `confirm`.
+//! answered leg played with `agi::sim::peer` against the FastAGI script `confirm`.
 //! Also: a busy phone, AMI disabled or down, the rate limit, a body trying to redirect
 //! the call, and `/healthz` / `/metrics`.
 
@@ -17,7 +17,7 @@ use common::{
     gate::{enroll, events, exchange, login, state, with_secret, Gate, Login, PHONE, USER},
     http::{http, Reply},
 };
-use dialgate::agi::peer::{place_call, CallOutcome, CallSpec};
+use dialgate::agi::sim::peer::{place_call, CallOutcome, CallSpec};
 use hyper::{header, Method, StatusCode};
 use serde_json::{json, Value};
 

@@ -1,6 +1,6 @@
 //! The whole dial-in login as a user and Asterisk see it, against the real `dialgate
 //! serve` binary on SQLite and on MariaDB: username and password over HTTP, then a real
-//! FastAGI call to `verify` (played by `agi::peer`), then the session cookie and
+//! FastAGI call to `verify` (played by `agi::sim::peer`), then the session cookie and
 //! forward-auth. Also: the refusals (wrong caller, wrong number, withheld, untrusted
 //! trunk, expired, replay, missing secret, wrong code, invalid number), the database
 //! going away mid-flow (fail closed, then recover) and two nodes sharing one database.
@@ -19,7 +19,7 @@ use common::{
     gate::{enroll, events, exchange, exchange_with, login_reply, state, Gate, Login, PHONE, USER},
     http::{http, Reply},
 };
-use dialgate::agi::{
+use dialgate::agi::sim::{
     peer::{place_call, place_call_observed, CallOutcome, CallSpec},
     transcript::Direction,
 };

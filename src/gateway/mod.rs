@@ -24,11 +24,13 @@ use axum::{
 use tokio::sync::{watch, Semaphore};
 use tower_http::trace::TraceLayer;
 
+pub use api::{bearer, challenge_secret, cookie, rfc3339_ms, session_token, LoginRequest};
 pub use callback::{CallbackLimiter, CallbackSettings};
 pub use error::ApiError;
 pub use hub::{sign, verify_signature, Hub, SIGNAL_PATH, SIGNAL_WINDOW};
 pub use limit::{Limiter, RateLimit};
 pub use openapi::{OPENAPI_JSON, OPENAPI_PATH};
+pub use payments::{issue_conditions, parse_time, IssueRequest, OwnerRequest, PaymentRequest};
 
 use crate::{
     ami::AmiClient,

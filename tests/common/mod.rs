@@ -16,7 +16,7 @@ use std::{
 };
 
 use dialgate::agi::{
-    transcript::{Direction, Transcript},
+    sim::transcript::{Direction, Transcript},
     AgiCall, AgiEnv, Command, Reply, Router, Server, ServerConfig,
 };
 use tokio::sync::oneshot;
