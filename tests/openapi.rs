@@ -855,6 +855,13 @@ fn schemathesis() -> PathBuf {
     let venv = Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("schemathesis-{SCHEMATHESIS}"));
     let st = venv.join("bin/st");
     let marker = venv.join(".installed");
+    // Test runs sharing the target directory install one at a time (held until return).
+    let lock =
+        std::fs::File::create(venv.with_file_name(format!("schemathesis-{SCHEMATHESIS}.lock")))
+            .unwrap();
+    // SAFETY: flock on a descriptor this function owns; released when `lock` closes.
+    let locked = unsafe { libc::flock(std::os::fd::AsRawFd::as_raw_fd(&lock), libc::LOCK_EX) };
+    assert_eq!(locked, 0, "flock: {}", std::io::Error::last_os_error());
     if marker.exists() && st.exists() {
         return st;
     }
