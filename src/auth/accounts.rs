@@ -21,6 +21,7 @@ use crate::{
         schema::{
             accounts, identity_documents, login_challenges, phones, sessions, temp_passwords,
         },
+        states::{LoginStatus, TempPasswordStatus},
         DbConnection, Store, StoreError,
     },
 };
@@ -353,9 +354,9 @@ pub fn set_phone(
         diesel::update(
             login_challenges::table
                 .filter(login_challenges::account_id.eq(account.id))
-                .filter(login_challenges::status.eq("pending")),
+                .filter(login_challenges::status.eq(LoginStatus::Pending)),
         )
-        .set(login_challenges::status.eq("cancelled"))
+        .set(login_challenges::status.eq(LoginStatus::Cancelled))
         .execute(conn)?;
         Ok(())
     })
@@ -382,10 +383,10 @@ pub fn set_password(
         diesel::update(
             temp_passwords::table
                 .filter(temp_passwords::account_id.eq(account.id))
-                .filter(temp_passwords::state.ne("revoked")),
+                .filter(temp_passwords::status.ne(TempPasswordStatus::Revoked)),
         )
         .set((
-            temp_passwords::state.eq("revoked"),
+            temp_passwords::status.eq(TempPasswordStatus::Revoked),
             temp_passwords::revoked_at.eq(Some(now)),
         ))
         .execute(conn)?;

@@ -3,6 +3,8 @@
 
 pub mod accounts;
 pub mod audit;
+pub mod conditions;
+pub mod credentials;
 pub mod documents;
 pub mod login;
 pub mod passwords;

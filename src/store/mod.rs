@@ -4,6 +4,7 @@
 
 pub mod models;
 pub mod schema;
+pub mod states;
 mod writer;
 
 use std::{
@@ -321,6 +322,11 @@ impl Store {
         }
         let started = SqliteWriter::start(self.url.clone())?;
         Ok(self.sqlite_writer.get_or_init(|| started))
+    }
+
+    /// Whether the store answers (for `/healthz`).
+    pub fn ping(&self) -> Result<(), StoreError> {
+        self.conn()?.ping().map_err(StoreError::Query)
     }
 
     /// Migrations the database still lacks (names), without applying them.
