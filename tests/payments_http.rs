@@ -14,6 +14,7 @@ use dialgate::{
         login::{self, LoginSettings},
         payments,
     },
+    cli::enroll::rules,
     config::{Config, Overrides},
     gateway::{self, Gateway, GatewayConfig, Hub, RateLimit},
     metrics::Metrics,
@@ -50,9 +51,15 @@ fn db() -> Db {
     };
     let store = Store::open(&config.database_url, &options).unwrap();
     for (name, display) in [(USER, "Alice"), (OTHER, "Bob")] {
-        let enrollment =
-            Enrollment::prepare(name, PASSWORD, display, "+8613800138000", vec![], &config)
-                .unwrap();
+        let enrollment = Enrollment::prepare(
+            name,
+            PASSWORD,
+            display,
+            "+8613800138000",
+            vec![],
+            &rules(&config),
+        )
+        .unwrap();
         enroll(&store, &enrollment).unwrap();
     }
     payments::top_up(

@@ -112,12 +112,15 @@ pub fn session_user(store: &Store, token: &str) -> Result<Option<String>, StoreE
 
 /// Ends a session. `true` if it was open.
 pub fn logout(store: &Store, token: &str) -> Result<bool, StoreError> {
-    let changed = diesel::update(
-        sessions::table
-            .filter(sessions::token_hash.eq(token_hash(token)))
-            .filter(sessions::revoked_at.is_null()),
-    )
-    .set(sessions::revoked_at.eq(Some(now_ms())))
-    .execute(&mut *store.conn()?)?;
-    Ok(changed == 1)
+    let hash = token_hash(token);
+    store.write_blocking(move |conn| -> Result<bool, StoreError> {
+        let changed = diesel::update(
+            sessions::table
+                .filter(sessions::token_hash.eq(&hash))
+                .filter(sessions::revoked_at.is_null()),
+        )
+        .set(sessions::revoked_at.eq(Some(now_ms())))
+        .execute(conn)?;
+        Ok(changed == 1)
+    })
 }
