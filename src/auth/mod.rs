@@ -3,6 +3,7 @@
 
 pub mod accounts;
 pub mod audit;
+pub mod balance;
 pub mod conditions;
 pub mod credentials;
 pub mod documents;
