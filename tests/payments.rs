@@ -144,6 +144,16 @@ fn race(
     })
 }
 
+trait Approved {
+    fn is_approved(&self) -> bool;
+}
+
+impl Approved for PayOutcome {
+    fn is_approved(&self) -> bool {
+        matches!(self, PayOutcome::Approved { .. })
+    }
+}
+
 fn approved(outcomes: &[PayOutcome]) -> usize {
     outcomes.iter().filter(|o| o.is_approved()).count()
 }

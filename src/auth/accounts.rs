@@ -321,7 +321,7 @@ pub fn set_status(
     change(store, username, kind, move |conn, account| {
         diesel::update(accounts::table.find(account.id))
             .set((
-                accounts::status.eq(status.as_str()),
+                accounts::status.eq(status),
                 accounts::updated_at.eq(now_ms()),
             ))
             .execute(conn)?;

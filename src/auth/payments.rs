@@ -143,10 +143,6 @@ pub enum PayOutcome {
 }
 
 impl PayOutcome {
-    pub fn is_approved(&self) -> bool {
-        matches!(self, PayOutcome::Approved { .. })
-    }
-
     pub fn payment_id(&self) -> Option<i64> {
         match self {
             PayOutcome::Approved { payment_id, .. } => Some(*payment_id),
@@ -287,7 +283,7 @@ pub fn pay(
     };
     let refused = RefusalAudit {
         kind: "payment",
-        outcome: "declined",
+        outcome: PaymentStatus::Declined.as_str(),
         detail: Some(serde_json::json!({
             "amount": request.amount,
             "decline": DeclineReason::InvalidCredentials.as_str(),

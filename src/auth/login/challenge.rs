@@ -73,10 +73,6 @@ pub struct PendingChallenge {
 }
 
 impl PendingChallenge {
-    pub fn needs_code(&self) -> bool {
-        self.code_hash.is_some()
-    }
-
     pub fn code_matches(&self, digits: &str) -> bool {
         self.code_hash
             .as_deref()
