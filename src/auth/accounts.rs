@@ -1,5 +1,7 @@
 //! Accounts: enrollment and the operator's management of them. Every change is one
-//! transaction with its audit row, so a failure leaves nothing half-written.
+//! write job (`Store::write_blocking`) with its audit row, so a failure leaves nothing
+//! half-written. What enrollment needs from the configuration comes as plain values
+//! (`EnrollmentRules`): `auth` knows nothing of `config`.
 
 use diesel::{
     prelude::*,

@@ -2,8 +2,9 @@
 //! server-generated password with conditions (validity window, number of uses, spending
 //! limits) instead of sharing the long-term one.
 //!
-//! - Issuing checks the long-term password with Argon2id (generic error, equal work
-//!   whether or not the user exists).
+//! - Issuing checks the long-term password (`credentials::check`: Argon2id, generic
+//!   error, equal work whether or not the user exists). The conditions themselves are
+//!   `auth::conditions`.
 //! - The temporary password is 16 characters from a 32-symbol alphabet without look-alike
 //!   characters (80 bits), shown as `ABCD-EFGH-JKMN-PQRS`. It is shown once and stored only
 //!   as HMAC-SHA256 under the server key, so a database leak alone reveals nothing and

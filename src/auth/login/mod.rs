@@ -139,12 +139,11 @@ pub fn start(
     };
     let account = accepted.account;
     let now = now_ms();
-    let mut conn = store.conn()?;
     let phone: String = phones::table
         .filter(phones::account_id.eq(account.id))
         .select(phones::e164)
         .order(phones::id)
-        .first(&mut conn)
+        .first(&mut *store.conn()?)
         .optional()?
         .ok_or(LoginError::NoPhone)?;
     let ttl = settings.challenge_ttl.min(MAX_CHALLENGE_TTL);
@@ -160,7 +159,6 @@ pub fn start(
             .map(|_| char::from(b'0' + OsRng.gen_range(0..10u8)))
             .collect::<String>()
     });
-    drop(conn);
     let challenge = NewChallenge {
         id: challenge_id.clone(),
         account_id: account.id,
