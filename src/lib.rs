@@ -9,4 +9,5 @@ pub mod gateway;
 pub mod lines;
 pub mod metrics;
 pub mod phone;
+pub mod rt;
 pub mod store;

@@ -3,6 +3,7 @@
 //! over-long line is buffered.
 
 use bytes::BytesMut;
+use tokio::io::{AsyncRead, AsyncReadExt};
 
 /// A line longer than the cap.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -54,6 +55,54 @@ impl LineSplitter {
     }
 }
 
+/// Why [`LineReader::next_line`] gave no line.
+#[derive(Debug)]
+pub enum ReadLineError {
+    TooLong(LineTooLong),
+    Io(std::io::Error),
+}
+
+/// [`LineSplitter`] over an async byte source: the same framing (CR stripped, cap
+/// enforced before a whole line is buffered) for peers that read lines without a codec.
+/// The source is passed to each call, so the caller may write to it between lines.
+#[derive(Debug)]
+pub struct LineReader {
+    splitter: LineSplitter,
+    buf: BytesMut,
+}
+
+impl LineReader {
+    pub fn new(max_line: usize) -> LineReader {
+        LineReader {
+            splitter: LineSplitter::new(max_line),
+            buf: BytesMut::with_capacity(256),
+        }
+    }
+
+    /// The next line from `source` without its line end; `None` at EOF (a partial last
+    /// line is dropped, as a line without its end was never complete).
+    pub async fn next_line<R: AsyncRead + Unpin>(
+        &mut self,
+        source: &mut R,
+    ) -> Result<Option<BytesMut>, ReadLineError> {
+        loop {
+            if let Some(line) = self
+                .splitter
+                .next_line(&mut self.buf)
+                .map_err(ReadLineError::TooLong)?
+            {
+                return Ok(Some(line));
+            }
+            self.buf.reserve(256);
+            match source.read_buf(&mut self.buf).await {
+                Ok(0) => return Ok(None),
+                Ok(_) => {}
+                Err(e) => return Err(ReadLineError::Io(e)),
+            }
+        }
+    }
+}
+
 /// Feeds `input` to a line codec one byte at a time (the worst segmentation TCP can
 /// produce), then ends the stream, and returns every frame it produced.
 #[cfg(test)]
@@ -73,4 +122,31 @@ pub(crate) fn decode_bytewise<D: tokio_util::codec::Decoder>(
         frames.push(frame);
     }
     Ok(frames)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn reader_strips_cr_caps_and_drops_a_partial_last_line() {
+        let mut source: &[u8] = b"a\r\nbb\nc";
+        let mut reader = LineReader::new(2);
+        assert_eq!(
+            &reader.next_line(&mut source).await.unwrap().unwrap()[..],
+            b"a"
+        );
+        assert_eq!(
+            &reader.next_line(&mut source).await.unwrap().unwrap()[..],
+            b"bb"
+        );
+        assert!(reader.next_line(&mut source).await.unwrap().is_none());
+
+        let mut source: &[u8] = b"abc";
+        let err = LineReader::new(2).next_line(&mut source).await.unwrap_err();
+        assert!(matches!(
+            err,
+            ReadLineError::TooLong(LineTooLong { limit: 2 })
+        ));
+    }
 }

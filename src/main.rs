@@ -17,6 +17,17 @@ fn main() {
         let _ = e.print();
         std::process::exit(if e.use_stderr() { 1 } else { 0 });
     });
+    // Rust ignores SIGPIPE, so `println!` to a closed pipe (`dialgate accounts list | head
+    // -1`) panics. Commands that print and end take the default action instead, as any Unix
+    // filter does; the servers keep ignoring it, so a vanished log reader cannot kill them
+    // (their sockets send with MSG_NOSIGNAL either way).
+    if !matches!(cli.command, cli::Command::Serve(_) | cli::Command::Demo(_)) {
+        #[cfg(unix)]
+        // SAFETY: resets one signal's disposition before any thread starts.
+        unsafe {
+            libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+        }
+    }
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_env("DIALGATE_LOG")

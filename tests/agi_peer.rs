@@ -1,4 +1,4 @@
-//! `agi::peer` (Asterisk's side of a call) against the real in-process server, and the
+//! `agi::sim::peer` (Asterisk's side of a call) against the real in-process server, and the
 //! `dialgate simulate-call` command against a `dialgate serve` process.
 
 mod common;
@@ -8,8 +8,8 @@ use std::time::Duration;
 use assert_cmd::Command as Cmd;
 use common::{free_port, load, transcript_env, ServeProcess, TestServer};
 use dialgate::agi::{
-    peer::{place_call, CallSpec, PeerError},
     server::RESULT_VARIABLE,
+    sim::{place_call, CallSpec, PeerError},
     AgiCall, AgiEnv, Command, Reply, Router, ServerConfig,
 };
 use tokio::io::{AsyncReadExt, AsyncWriteExt};

@@ -7,7 +7,7 @@ mod common;
 use common::{follow_router, load, transcript_env, FollowLog, TestServer};
 use dialgate::{
     agi::{
-        transcript::{replay, ReplayOptions},
+        sim::{replay, ReplayOptions},
         Presentation, Reply, Response, ServerConfig,
     },
     dialin,

@@ -8,7 +8,7 @@ use std::time::Duration;
 use common::{follow_router, load, transcript_env, transcripts, TestServer};
 use dialgate::{
     agi::{
-        transcript::{replay, ReplayOptions, Transcript},
+        sim::{replay, ReplayOptions, Transcript},
         AgiCall, CallError, Command, Reply, Router, ServerConfig,
     },
     dialin,

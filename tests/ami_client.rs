@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use common::ami_server::{ami_fixtures, AmiScript, ScriptedAmi};
 use dialgate::ami::{
     Action, AmiClient, AmiConfig, AmiError, Backoff, LinkState, Message, Originate,
-    OriginateResult, ProtocolError,
+    OriginateReason, OriginateResult, ProtocolError,
 };
 use tokio::sync::broadcast;
 
@@ -165,7 +165,7 @@ async fn drive(script: AmiScript) {
         "07" => {
             let outcome = client.originate(callback_originate()).await.unwrap();
             assert_eq!(outcome.response, OriginateResult::Success);
-            assert_eq!(outcome.reason, 4);
+            assert_eq!(outcome.reason, OriginateReason::Answered);
             assert!(outcome.answered());
             assert_eq!(outcome.channel.as_deref(), Some("PJSIP/carrier-00000007"));
             assert_eq!(outcome.uniqueid.as_deref(), Some("dialgate-c42"));
@@ -178,7 +178,15 @@ async fn drive(script: AmiScript) {
         "08" | "09" | "10" | "11" | "12" => {
             let outcome = client.originate(callback_originate()).await.unwrap();
             assert_eq!(outcome.response, OriginateResult::Failure, "{name}");
-            assert_eq!(Some(outcome.reason), reason, "{name}");
+            assert_eq!(Some(outcome.reason.code()), reason, "{name}");
+            let expected = match number {
+                "08" => OriginateReason::Failed,
+                "09" => OriginateReason::HungUp,
+                "10" => OriginateReason::NoAnswer,
+                "11" => OriginateReason::Busy,
+                _ => OriginateReason::Congestion,
+            };
+            assert_eq!(outcome.reason, expected, "{name}");
             assert!(!outcome.answered());
             if reason == Some(0) {
                 assert_eq!(outcome.uniqueid, None, "`<null>` is no uniqueid");
@@ -380,9 +388,9 @@ async fn originate_response_overtaking_the_queued_response_still_matches() {
         .unwrap();
     assert_eq!(
         (outcome.response, outcome.reason),
-        (OriginateResult::Failure, 3)
+        (OriginateResult::Failure, OriginateReason::NoAnswer)
     );
-    assert_eq!(outcome.reason_text(), "no answer");
+    assert_eq!(outcome.reason.as_str(), "no answer");
     server.assert_played(1).await;
 }
 

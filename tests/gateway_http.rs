@@ -18,19 +18,18 @@ use dialgate::{
         signal::ChallengeSignal,
     },
     cli::enroll::rules,
-    config::{Config, Overrides},
+    config::{Config, GlobalOptions},
     gateway::{self, sign, Gateway, GatewayConfig, Hub, RateLimit},
     metrics::Metrics,
     phone::{normalize, Region},
     store::{DatabaseUrl, OpenOptions, Store},
 };
-use http_body_util::BodyExt;
 use hyper::{
     body::Incoming,
     header::{self, HeaderValue},
     Method, Response, StatusCode,
 };
-use serde_json::{json, Value};
+use serde_json::json;
 use tokio::sync::oneshot;
 
 const USER: &str = "alice";
@@ -46,9 +45,9 @@ struct Db {
 
 fn db() -> Db {
     let dir = tempfile::tempdir().unwrap();
-    let config = Config::resolve(&Overrides {
+    let config = Config::resolve(&GlobalOptions {
         data_dir: Some(dir.path().to_path_buf()),
-        ..Overrides::default()
+        ..GlobalOptions::default()
     })
     .unwrap();
     let store = Store::open(&config.database_url, &OpenOptions::default()).unwrap();
@@ -172,11 +171,7 @@ fn bearer(secret: &str) -> String {
     format!("Bearer {secret}")
 }
 
-/// An open SSE response and the text read from it so far.
-struct Sse {
-    body: Incoming,
-    text: String,
-}
+use common::sse::SseReader as Sse;
 
 impl Sse {
     async fn open(node: &Node, id: &str, secret: &str) -> Sse {
@@ -193,54 +188,7 @@ impl Sse {
             response.headers()[header::CONTENT_TYPE],
             HeaderValue::from_static("text/event-stream")
         );
-        Sse {
-            body: response.into_body(),
-            text: String::new(),
-        }
-    }
-
-    /// Reads until an event with this name has arrived; its data as JSON.
-    async fn event(&mut self, name: &str, within: Duration) -> Value {
-        let marker = format!("event: {name}\n");
-        let deadline = tokio::time::Instant::now() + within;
-        loop {
-            if let Some(at) = self.text.find(&marker) {
-                let rest = &self.text[at + marker.len()..];
-                if let Some(end) = rest.find("\n\n") {
-                    let data = rest[..end]
-                        .lines()
-                        .filter_map(|l| l.strip_prefix("data: "))
-                        .collect::<String>();
-                    let value = serde_json::from_str(&data).unwrap();
-                    self.text = rest[end + 2..].to_string();
-                    return value;
-                }
-            }
-            let frame = tokio::time::timeout_at(deadline, self.body.frame())
-                .await
-                .unwrap_or_else(|_| panic!("no {name:?} event within {within:?}: {}", self.text));
-            match frame {
-                Some(Ok(frame)) => {
-                    if let Some(data) = frame.data_ref() {
-                        self.text.push_str(std::str::from_utf8(data).unwrap());
-                    }
-                }
-                other => panic!("stream ended before {name:?}: {other:?} {}", self.text),
-            }
-        }
-    }
-
-    /// Whether the stream ends (after any events already sent) within `within`.
-    async fn ends(&mut self, within: Duration) -> bool {
-        let deadline = tokio::time::Instant::now() + within;
-        loop {
-            match tokio::time::timeout_at(deadline, self.body.frame()).await {
-                Err(_) => return false,
-                Ok(None) => return true,
-                Ok(Some(Ok(_))) => {}
-                Ok(Some(Err(_))) => return true,
-            }
-        }
+        Sse::new(response.into_body())
     }
 }
 

@@ -4,23 +4,35 @@
 
 mod common;
 
-use common::ServeProcess;
+use common::{db::TestDb, ServeProcess};
+use serde_json::Value;
+
+/// `dialgate <global> --json loadtest <args>`: its JSON report (panics unless it succeeds).
+fn loadtest(global: &[&str], args: &[&str]) -> Value {
+    let mut all = global.to_vec();
+    all.extend_from_slice(&["--json", "loadtest"]);
+    all.extend_from_slice(args);
+    serde_json::from_slice(&dialgate_ok(&all, None).stdout).unwrap()
+}
 
 #[test]
 fn ping_calls_all_pong_and_json_parses() {
     let server = ServeProcess::start(&[], None);
-    let output = std::process::Command::new(env!("CARGO_BIN_EXE_dialgate"))
-        .args(["--json", "loadtest", "agi", "--target"])
-        .arg(server.addr.to_string())
-        .args(["--script", "ping", "--calls", "200", "--concurrency", "20"])
-        .output()
-        .unwrap();
-    assert!(
-        output.status.success(),
-        "loadtest failed: {}",
-        String::from_utf8_lossy(&output.stderr)
+    let target = server.addr.to_string();
+    let report = loadtest(
+        &[],
+        &[
+            "agi",
+            "--target",
+            &target,
+            "--script",
+            "ping",
+            "--calls",
+            "200",
+            "--concurrency",
+            "20",
+        ],
     );
-    let report: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
     assert_eq!(report["completed"], 200, "{report}");
     assert_eq!(report["failed"], 0, "{report}");
     assert_eq!(report["results"]["pong"], 200, "{report}");
@@ -32,59 +44,80 @@ fn ping_calls_all_pong_and_json_parses() {
 #[test]
 fn held_calls_are_counted() {
     let server = ServeProcess::start(&[], None);
-    let output = std::process::Command::new(env!("CARGO_BIN_EXE_dialgate"))
-        .args(["--json", "loadtest", "agi", "--target"])
-        .arg(server.addr.to_string())
-        .args(["--calls", "30", "--concurrency", "30", "--hold", "0.5"])
-        .output()
-        .unwrap();
-    assert!(output.status.success());
-    let report: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+    let target = server.addr.to_string();
+    let report = loadtest(
+        &[],
+        &[
+            "agi",
+            "--target",
+            &target,
+            "--calls",
+            "30",
+            "--concurrency",
+            "30",
+            "--hold",
+            "0.5",
+        ],
+    );
     assert_eq!(report["results"]["pong"], 30, "{report}");
     assert!(report["peak_held"].as_u64().unwrap() > 0, "{report}");
 }
 
+const CALLERS: &str = "+8613900000000-+8613900000019";
+
 #[test]
 fn prepared_challenges_are_verified_by_calls() {
-    let dir = tempfile::tempdir().unwrap();
-    let db = dir.path().join("lt.sqlite3");
-    let prepare = std::process::Command::new(env!("CARGO_BIN_EXE_dialgate"))
-        .arg("--database-url")
-        .arg(&db)
-        .args(["--json", "loadtest", "prepare-challenges", "--count", "20"])
-        .args(["--caller-range", "+8613900000000-+8613900000019"])
-        .args(["--to", "+861055550100"])
-        .output()
-        .unwrap();
-    assert!(
-        prepare.status.success(),
-        "{}",
-        String::from_utf8_lossy(&prepare.stderr)
-    );
-    let prepared: serde_json::Value = serde_json::from_slice(&prepare.stdout).unwrap();
+    let db = TestDb::sqlite();
+    let url = db.url();
+    let prepare = |count: &str| {
+        loadtest(
+            &["--database-url", &url],
+            &[
+                "prepare-challenges",
+                "--count",
+                count,
+                "--caller-range",
+                CALLERS,
+                "--to",
+                "+861055550100",
+            ],
+        )
+    };
+    let prepared = prepare("20");
     assert_eq!(prepared["challenges_created"], 20);
-    let db_arg = db.to_string_lossy().into_owned();
+    // Real enrollments: every account has its audit row.
+    assert_eq!(prepared["accounts_created"], 20, "{prepared}");
+    assert_eq!(db.audit_count("enrollment"), 20);
     let server = ServeProcess::start(
-        &[
-            "--database-url",
-            &db_arg,
-            "--dialin-number",
-            "+861055550100",
-        ],
+        &["--database-url", &url, "--dialin-number", "+861055550100"],
         None,
     );
     // One call at a time: SQLite write contention is not what this test is about.
-    let output = std::process::Command::new(env!("CARGO_BIN_EXE_dialgate"))
-        .args(["--json", "loadtest", "agi", "--target"])
-        .arg(server.addr.to_string())
-        .args(["--script", "verify", "--calls", "20", "--concurrency", "1"])
-        .args(["--caller-range", "+8613900000000-+8613900000019"])
-        .args(["--to", "+861055550100"])
-        .output()
-        .unwrap();
-    assert!(output.status.success());
-    let report: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+    let target = server.addr.to_string();
+    let report = loadtest(
+        &[],
+        &[
+            "agi",
+            "--target",
+            &target,
+            "--script",
+            "verify",
+            "--calls",
+            "20",
+            "--concurrency",
+            "1",
+            "--caller-range",
+            CALLERS,
+            "--to",
+            "+861055550100",
+        ],
+    );
     assert_eq!(report["results"]["verified"], 20, "{report}");
+    // A second run reuses the accounts.
+    let again = prepare("5");
+    assert_eq!(again["accounts_created"], 0, "{again}");
+    assert_eq!(again["challenges_created"], 5, "{again}");
+    assert_eq!(db.audit_count("enrollment"), 20);
 }
 
 #[test]
@@ -103,15 +136,24 @@ fn baseline_server_answers_pong() {
         );
         std::thread::sleep(std::time::Duration::from_millis(20));
     }
-    let output = std::process::Command::new(env!("CARGO_BIN_EXE_dialgate"))
-        .args(["--json", "loadtest", "agi", "--target", &addr.to_string()])
-        .args(["--calls", "100", "--concurrency", "10"])
-        .output()
-        .unwrap();
+    let target = addr.to_string();
+    let report = std::panic::catch_unwind(|| {
+        loadtest(
+            &[],
+            &[
+                "agi",
+                "--target",
+                &target,
+                "--calls",
+                "100",
+                "--concurrency",
+                "10",
+            ],
+        )
+    });
     let _ = baseline.kill();
     let _ = baseline.wait();
-    assert!(output.status.success());
-    let report: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+    let report = report.unwrap_or_else(|e| std::panic::resume_unwind(e));
     assert_eq!(report["results"]["pong"], 100, "{report}");
 }
 
@@ -145,11 +187,10 @@ fn dialgate_ok(args: &[&str], stdin: Option<&str>) -> std::process::Output {
 
 #[test]
 fn login_flows_all_succeed() {
-    let dir = tempfile::tempdir().unwrap();
-    let db = dir.path().join("login.sqlite3");
-    let db_arg = db.to_string_lossy().into_owned();
+    let db = TestDb::sqlite();
+    let db_arg = db.url();
     // Create the schema first (the accounts are written before the server starts).
-    dialgate_ok(&["--database-url", &db_arg, "migrate"], None);
+    db.migrate();
     let server = ServeProcess::start(
         &[
             "--database-url",
@@ -162,12 +203,9 @@ fn login_flows_all_succeed() {
     );
     let http = server.http_addr().to_string();
     let agi = server.addr.to_string();
-    let output = dialgate_ok(
+    let report = loadtest(
+        &["--database-url", &db_arg],
         &[
-            "--database-url",
-            &db_arg,
-            "--json",
-            "loadtest",
             "login",
             "--prepare",
             "--target-http",
@@ -181,10 +219,9 @@ fn login_flows_all_succeed() {
             "--caller-range",
             "+8613900000000-+8613900000099",
         ],
-        None,
     );
-    let report: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
     assert_eq!(report["accounts_prepared"], 6, "{report}");
+    assert_eq!(db.audit_count("enrollment"), 6);
     assert_eq!(report["completed"], 6, "{report}");
     assert_eq!(report["failed"], 0, "{report}");
     for step in ["login", "sse_open", "call", "verified_event", "session"] {
@@ -249,7 +286,7 @@ fn payments_on_a_temporary_password() {
         ],
         Some(PASSWORD),
     );
-    let issued: serde_json::Value = serde_json::from_slice(&issued.stdout).unwrap();
+    let issued: Value = serde_json::from_slice(&issued.stdout).unwrap();
     let temp = issued["password"].as_str().unwrap().to_string();
     let server = ServeProcess::start(
         &[
@@ -264,10 +301,9 @@ fn payments_on_a_temporary_password() {
         None,
     );
     let http = server.http_addr().to_string();
-    let output = dialgate_ok(
+    let report = loadtest(
+        &[],
         &[
-            "--json",
-            "loadtest",
             "payments",
             "--target-http",
             &http,
@@ -282,9 +318,7 @@ fn payments_on_a_temporary_password() {
             "--amount",
             "100",
         ],
-        None,
     );
-    let report: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
     assert_eq!(report["approved"], 10, "{report}");
     let declined: u64 = report["declined"]
         .as_object()

@@ -5,11 +5,9 @@ pub mod call;
 pub mod codec;
 pub mod command;
 pub mod env;
-pub mod loadgen;
-pub mod peer;
 pub mod reply;
 pub mod server;
-pub mod transcript;
+pub mod sim;
 
 pub use call::{AgiCall, CallError};
 pub use codec::{AgiCodec, Frame};

@@ -91,17 +91,22 @@ pub struct ServerConfig {
     pub grace_period: Duration,
 }
 
+impl ServerConfig {
+    /// The defaults, stated once (`dialgate serve --help` shows them too).
+    pub const DEFAULT: ServerConfig = ServerConfig {
+        max_connections: 10_000,
+        env_timeout: Duration::from_secs(5),
+        max_line: DEFAULT_MAX_LINE,
+        max_env: DEFAULT_MAX_ENV,
+        allow: Vec::new(),
+        command_timeout: super::call::DEFAULT_COMMAND_TIMEOUT,
+        grace_period: Duration::from_secs(30),
+    };
+}
+
 impl Default for ServerConfig {
     fn default() -> Self {
-        ServerConfig {
-            max_connections: 10_000,
-            env_timeout: Duration::from_secs(5),
-            max_line: DEFAULT_MAX_LINE,
-            max_env: DEFAULT_MAX_ENV,
-            allow: Vec::new(),
-            command_timeout: super::call::DEFAULT_COMMAND_TIMEOUT,
-            grace_period: Duration::from_secs(30),
-        }
+        ServerConfig::DEFAULT
     }
 }
 

@@ -3,14 +3,15 @@
 
 pub mod client;
 pub mod codec;
+mod connection;
 pub mod message;
+pub mod originate;
 
-pub use client::{
-    AmiClient, AmiConfig, AmiError, AmiStats, Backoff, EventList, LinkState, Originate,
-    OriginateOutcome, OriginateResult,
-};
+pub use client::{AmiClient, AmiConfig, AmiError, AmiStats, EventList, LinkState};
 pub use codec::{AmiCodec, Frame};
+pub use connection::Backoff;
 pub use message::{Action, CommandOutput, Kind, Message};
+pub use originate::{Originate, OriginateOutcome, OriginateReason, OriginateResult};
 
 /// Default AMI port (manager.conf `port`).
 pub const DEFAULT_PORT: u16 = 5038;

@@ -16,16 +16,17 @@ use serde::Deserialize;
 use serde_json::json;
 
 use super::{
-    serve::{self, ServeArgs, ServeSettings},
+    serve::{self, ServeOptions, ServeSettings},
     Failure, GlobalArgs,
 };
 use crate::{
-    agi::peer::{place_call, CallSpec},
+    agi::sim::{place_call, CallSpec},
     auth::{
         accounts::{self, AccountError, Enrollment},
         login::{self, random_token, ChallengeState},
     },
-    store::{schema::login_challenges, Store},
+    config::Given,
+    store::{schema::login_challenges, DatabaseUrl, Store},
 };
 
 pub const DEMO_USERNAME: &str = "demo";
@@ -38,33 +39,25 @@ const DEMO_TRUNK: &str = "PJSIP/carrier";
 #[derive(Debug, Args)]
 pub struct DemoArgs {
     #[command(flatten)]
-    pub serve: ServeArgs,
+    pub serve: Given<ServeOptions>,
 }
 
 pub async fn run(global: &GlobalArgs, args: DemoArgs) -> Result<(), Failure> {
-    let mut global = global.clone();
-    if global.database_url.is_none() {
-        let config = global.config()?;
-        global.database_url = Some(
-            config
-                .data_dir
-                .join("demo.sqlite3")
-                .to_string_lossy()
-                .into_owned(),
-        );
+    let mut config = global.config()?;
+    if global.options.database_url.is_none() {
+        config.database_url = DatabaseUrl::Sqlite(config.data_dir.join("demo.sqlite3"));
     }
-    let config = global.config()?;
-    let mut serve_args = args.serve;
-    if serve_args.dialin_numbers.is_empty() {
-        serve_args.dialin_numbers = vec![DEMO_DIALIN.into()];
-    }
-    if serve_args.trusted_trunks.is_empty() {
-        serve_args.trusted_trunks = vec![DEMO_TRUNK.into()];
-    }
+    let mut options = ServeOptions::layered(args.serve, &config)?;
+    options
+        .dialin_number
+        .get_or_insert_with(|| vec![DEMO_DIALIN.into()]);
+    options
+        .trusted_trunk
+        .get_or_insert_with(|| vec![DEMO_TRUNK.into()]);
     // The demo serves plain HTTP on loopback.
-    serve_args.insecure_cookies = true;
-    let settings = ServeSettings::resolve(serve_args, &config)?;
-    let store = serve::open_store(&global, &config).await?;
+    options.insecure_cookies = true;
+    let settings = ServeSettings::resolve(options, &config)?;
+    let store = serve::open_store(global, &config).await?;
     let password = random_token(9);
     let account = {
         let store = store.clone();

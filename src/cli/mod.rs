@@ -20,7 +20,7 @@ use serde::Serialize;
 
 use crate::{
     auth::accounts::AccountError,
-    config::{Config, Overrides},
+    config::{Config, Given, GlobalOptions},
     store::{OpenOptions, Store},
 };
 
@@ -44,28 +44,9 @@ pub struct GlobalArgs {
     #[arg(long, global = true, env = "DIALGATE_CONFIG")]
     pub config: Option<PathBuf>,
 
-    /// `mysql://USER:PASSWORD@HOST:PORT/DB`, `sqlite://PATH` or a file path.
-    /// Default: dialgate.sqlite3 in the data directory.
-    #[arg(
-        long,
-        global = true,
-        env = "DIALGATE_DATABASE_URL",
-        hide_env_values = true
-    )]
-    pub database_url: Option<String>,
-
-    /// Where dialgate keeps its files (default $XDG_DATA_HOME/dialgate or
-    /// ~/.local/share/dialgate).
-    #[arg(long, global = true, env = "DIALGATE_DATA_DIR")]
-    pub data_dir: Option<PathBuf>,
-
-    /// Region for phone numbers written without a country code (ISO 3166, e.g. CN, US).
-    #[arg(long, global = true, env = "DIALGATE_DEFAULT_REGION")]
-    pub default_region: Option<String>,
-
-    /// Do not apply database migrations at start (run `dialgate migrate` instead).
-    #[arg(long, global = true, env = "DIALGATE_NO_MIGRATE")]
-    pub no_migrate: bool,
+    /// The settings the config file's top level has too.
+    #[command(flatten)]
+    pub options: Given<GlobalOptions>,
 
     /// Print machine-readable JSON instead of text.
     #[arg(long, global = true)]
@@ -75,7 +56,7 @@ pub struct GlobalArgs {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Run the FastAGI server and the HTTP gateway.
-    Serve(serve::ServeArgs),
+    Serve(Given<serve::ServeOptions>),
     /// Try dialgate now: a demo account, a fictional dial-in number, a simulated call.
     Demo(demo::DemoArgs),
     /// Play Asterisk's side of recorded AGI transcripts against a FastAGI server.
@@ -136,14 +117,7 @@ impl From<AccountError> for Failure {
 
 impl GlobalArgs {
     pub fn config(&self) -> Result<Config, Failure> {
-        Config::resolve(&Overrides {
-            config_file: self.config.clone(),
-            database_url: self.database_url.clone(),
-            data_dir: self.data_dir.clone(),
-            default_region: self.default_region.clone(),
-            no_migrate: self.no_migrate,
-        })
-        .map_err(|e| match e {
+        Config::load(self.options.clone(), self.config.as_deref()).map_err(|e| match e {
             crate::config::ConfigError::Read { .. } => Failure::System(e.into()),
             _ => Failure::User(e.into()),
         })
@@ -187,29 +161,24 @@ impl GlobalArgs {
 
 pub async fn run(cli: Cli) -> Result<(), Failure> {
     let global = cli.global;
-    match cli.command {
-        Command::Serve(args) => serve::run(&global, args).await,
-        Command::Demo(args) => demo::run(&global, args).await,
-        Command::Replay(args) => replay::run(args).await,
-        Command::SimulateCall(args) => simulate_call::run(args).await,
-        Command::Loadtest(args) => loadtest::run(&global, args).await,
-        // Database work blocks: keep it off the async workers.
-        Command::Enroll(args) => blocking(move || enroll::run(&global, args)).await,
-        Command::Accounts(args) => blocking(move || accounts::run(&global, args)).await,
-        Command::Import(args) => blocking(move || import::run(&global, args)).await,
-        Command::Migrate => blocking(move || migrate::run(&global)).await,
-        Command::TempPassword(args) => blocking(move || temp_password::run(&global, args)).await,
-        Command::Balance(args) => blocking(move || balance::run(&global, args)).await,
-        Command::Pay(args) => blocking(move || pay::run(&global, args)).await,
-    }
-}
-
-async fn blocking(
-    work: impl FnOnce() -> Result<(), Failure> + Send + 'static,
-) -> Result<(), Failure> {
-    tokio::task::spawn_blocking(work)
+    // Database work blocks: it runs off the async workers.
+    let work: Box<dyn FnOnce() -> Result<(), Failure> + Send> = match cli.command {
+        Command::Serve(args) => return serve::run(&global, args).await,
+        Command::Demo(args) => return demo::run(&global, args).await,
+        Command::Replay(args) => return replay::run(args).await,
+        Command::SimulateCall(args) => return simulate_call::run(args).await,
+        Command::Loadtest(args) => return loadtest::run(&global, args).await,
+        Command::Enroll(args) => Box::new(move || enroll::run(&global, args)),
+        Command::Accounts(args) => Box::new(move || accounts::run(&global, args)),
+        Command::Import(args) => Box::new(move || import::run(&global, args)),
+        Command::Migrate => Box::new(move || migrate::run(&global)),
+        Command::TempPassword(args) => Box::new(move || temp_password::run(&global, args)),
+        Command::Balance(args) => Box::new(move || balance::run(&global, args)),
+        Command::Pay(args) => Box::new(move || pay::run(&global, args)),
+    };
+    crate::rt::blocking(work)
         .await
-        .unwrap_or_else(|e| Err(Failure::System(anyhow::anyhow!("command panicked: {e}"))))
+        .unwrap_or_else(|e| Err(Failure::System(anyhow::anyhow!("command failed: {e}"))))
 }
 
 /// Reads a password: one line from stdin with --password-stdin, else twice from the

@@ -6,7 +6,7 @@ use anyhow::anyhow;
 use clap::Args;
 
 use super::Failure;
-use crate::agi::transcript::{replay, ReplayOptions, Transcript};
+use crate::agi::sim::{replay, ReplayOptions, Transcript};
 
 #[derive(Debug, Args)]
 pub struct ReplayArgs {

@@ -8,9 +8,8 @@ use clap::Args;
 
 use super::Failure;
 use crate::agi::{
-    peer::{place_call_observed, CallSpec},
     server::RESULT_VARIABLE,
-    transcript::Direction,
+    sim::{place_call_observed, CallSpec, Direction},
 };
 
 #[derive(Debug, Args)]

@@ -6,7 +6,7 @@ use std::time::{Duration, UNIX_EPOCH};
 
 use clap::{Args, Subcommand};
 
-use super::{Failure, GlobalArgs};
+use super::{serve::ServeOptions, Failure, GlobalArgs};
 use crate::{
     auth::{
         payments::{format_amount, parse_amount, PaymentError},
@@ -25,27 +25,45 @@ pub struct TempPasswordArgs {
 /// The key temporary passwords are hashed with. Every node must use the same one.
 #[derive(Debug, Args, Clone, Default)]
 pub struct KeyArgs {
-    /// The server key for temporary passwords, hex (at least 16 bytes). Default: the key
-    /// in <data dir>/temp-password.key, created on first use. Nodes sharing a database
+    /// The server key for temporary passwords, hex (at least 16 bytes). Default: the
+    /// config file's `[serve] temp_password_key`, else the key in
+    /// <data dir>/temp-password.key, created on first use. Nodes sharing a database
     /// must share this key.
     #[arg(long, env = "DIALGATE_TEMP_PASSWORD_KEY", hide_env_values = true)]
     pub temp_password_key: Option<String>,
 }
 
 impl KeyArgs {
+    /// The key `serve` uses too: the flag or variable, else `[serve] temp_password_key`,
+    /// else the data directory's key file.
     pub fn load(&self, config: &Config) -> Result<Vec<u8>, Failure> {
-        match &self.temp_password_key {
-            Some(hex) => temp_passwords::parse_key(hex, "--temp-password-key".as_ref())
-                .map_err(|e| Failure::User(e.into())),
-            None => {
-                let path = config.data_dir.join("temp-password.key");
-                temp_passwords::load_or_create_key(&path).map_err(|e| {
-                    Failure::System(anyhow::anyhow!(
-                        "cannot read or create the temporary-password key {}: {e}",
-                        path.display()
-                    ))
-                })
-            }
+        let hex = match &self.temp_password_key {
+            Some(hex) => Some(hex.clone()),
+            None => match &config.file {
+                None => None,
+                Some(file) => file
+                    .table::<ServeOptions>("serve", &[])
+                    .map_err(|e| Failure::User(e.into()))?
+                    .and_then(|serve| serve.temp_password_key),
+            },
+        };
+        load_key(hex.as_deref(), config)
+    }
+}
+
+/// The key given in hex, else the one in the data directory (created on first use).
+pub fn load_key(hex: Option<&str>, config: &Config) -> Result<Vec<u8>, Failure> {
+    match hex {
+        Some(hex) => temp_passwords::parse_key(hex, "--temp-password-key".as_ref())
+            .map_err(|e| Failure::User(e.into())),
+        None => {
+            let path = config.data_dir.join("temp-password.key");
+            temp_passwords::load_or_create_key(&path).map_err(|e| {
+                Failure::System(anyhow::anyhow!(
+                    "cannot read or create the temporary-password key {}: {e}",
+                    path.display()
+                ))
+            })
         }
     }
 }

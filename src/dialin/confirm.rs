@@ -4,8 +4,7 @@
 //! Every path ends in a `DIALGATE_RESULT` and an audit row; nothing is granted on an error.
 
 use std::{
-    collections::HashMap,
-    sync::{Arc, Mutex},
+    sync::Arc,
     time::{Duration, Instant},
 };
 
@@ -13,52 +12,16 @@ use tracing::{info, warn};
 
 use crate::{
     agi::{server::RESULT_VARIABLE, AgiCall, CallError, Command, Script, ScriptFuture},
-    auth::{audit, login, signal::ChallengeSignal},
+    auth::{
+        audit, callbacks::PendingCallbacks, login, plausible_challenge_id, signal::ChallengeSignal,
+    },
     metrics::Metrics,
+    rt::blocking,
     store::{Store, StoreError},
 };
 
 /// Failure reason recorded on the challenge when the user does not press 1.
 pub const REFUSED_REASON: &str = "callback_refused";
-
-/// Challenges this node placed a call-back for and that no `confirm` call has judged yet.
-/// `confirm` only acts on these, so the script cannot verify a challenge nobody called
-/// back (e.g. a dialplan that reaches it by mistake).
-#[derive(Debug, Default)]
-pub struct PendingCallbacks {
-    entries: Mutex<HashMap<String, Instant>>,
-}
-
-impl PendingCallbacks {
-    /// Registers a call-back for `challenge_id`, valid until `until`.
-    pub fn insert(&self, challenge_id: &str, until: Instant) {
-        let mut entries = self.entries.lock().unwrap_or_else(|e| e.into_inner());
-        let now = Instant::now();
-        entries.retain(|_, until| *until > now);
-        entries.insert(challenge_id.to_string(), until);
-    }
-
-    /// Takes the registration (once): `true` if a live call-back was outstanding.
-    pub fn take(&self, challenge_id: &str) -> bool {
-        let mut entries = self.entries.lock().unwrap_or_else(|e| e.into_inner());
-        entries
-            .remove(challenge_id)
-            .is_some_and(|until| until > Instant::now())
-    }
-
-    /// Forgets a call-back that failed (busy, no answer, ...).
-    pub fn remove(&self, challenge_id: &str) {
-        let mut entries = self.entries.lock().unwrap_or_else(|e| e.into_inner());
-        entries.remove(challenge_id);
-    }
-
-    pub fn contains(&self, challenge_id: &str) -> bool {
-        let entries = self.entries.lock().unwrap_or_else(|e| e.into_inner());
-        entries
-            .get(challenge_id)
-            .is_some_and(|until| *until > Instant::now())
-    }
-}
 
 #[derive(Debug, Clone)]
 pub struct ConfirmConfig {
@@ -70,10 +33,15 @@ pub struct ConfirmConfig {
     pub refused_prompt: String,
 }
 
+impl ConfirmConfig {
+    /// The default `prompt` (`dialgate serve --help` shows it too).
+    pub const DEFAULT_PROMPT: &'static str = "beep";
+}
+
 impl Default for ConfirmConfig {
     fn default() -> Self {
         ConfirmConfig {
-            prompt: "beep".into(),
+            prompt: Self::DEFAULT_PROMPT.into(),
             digit_timeout_ms: 10_000,
             verified_prompt: "auth-thankyou".into(),
             refused_prompt: "vm-goodbye".into(),
@@ -124,16 +92,6 @@ impl Script for Arc<Confirm> {
         let confirm = self.clone();
         Box::pin(async move { confirm.handle(call).await })
     }
-}
-
-async fn blocking<T: Send + 'static>(
-    work: impl FnOnce() -> Result<T, StoreError> + Send + 'static,
-) -> anyhow::Result<T> {
-    Ok(tokio::task::spawn_blocking(work).await??)
-}
-
-fn plausible_id(id: &str) -> bool {
-    !id.is_empty() && id.len() <= 64 && id.bytes().all(|b| b.is_ascii_alphanumeric())
 }
 
 impl Confirm {
@@ -192,7 +150,11 @@ impl Confirm {
     }
 
     async fn judge(&self, call: &mut AgiCall, facts: &mut CallFacts) -> anyhow::Result<Outcome> {
-        let Some(id) = facts.challenge_id.clone().filter(|id| plausible_id(id)) else {
+        let Some(id) = facts
+            .challenge_id
+            .clone()
+            .filter(|id| plausible_challenge_id(id))
+        else {
             return Ok(Outcome::NoPending);
         };
         // Only a call-back this node placed, judged once.
@@ -202,20 +164,20 @@ impl Confirm {
         }
         let store = self.store.clone();
         let lookup = id.clone();
-        let Some(pending) = blocking(move || login::pending_by_id(&store, &lookup)).await? else {
+        let Some(pending) = blocking(move || login::pending_by_id(&store, &lookup)).await?? else {
             return Ok(Outcome::NoPending);
         };
         let pressed_one = self.pressed_one(call).await?;
         let store = self.store.clone();
         if pressed_one {
-            if !blocking(move || login::mark_verified(&store, &id)).await? {
+            if !blocking(move || login::mark_verified(&store, &id)).await?? {
                 return Ok(Outcome::NoPending);
             }
             self.signal
                 .challenge_changed(&pending.id, pending.node_url.as_deref());
             Ok(Outcome::Verified)
         } else {
-            if blocking(move || login::mark_failed(&store, &id, REFUSED_REASON)).await? {
+            if blocking(move || login::mark_failed(&store, &id, REFUSED_REASON)).await?? {
                 self.signal
                     .challenge_changed(&pending.id, pending.node_url.as_deref());
             }
@@ -235,21 +197,5 @@ impl Confirm {
             Err(CallError::ChannelDead(_) | CallError::Closed) => Ok(false),
             Err(e) => Err(e.into()),
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn pending_callbacks_are_taken_once() {
-        let p = PendingCallbacks::default();
-        p.insert("abc", Instant::now() + Duration::from_secs(60));
-        assert!(p.contains("abc"));
-        assert!(p.take("abc"));
-        assert!(!p.take("abc"));
-        p.insert("old", Instant::now());
-        assert!(!p.take("old"));
     }
 }

@@ -22,10 +22,21 @@ use crate::{
 };
 
 /// Whether the call is answered.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, serde::Deserialize)]
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    Default,
+    PartialEq,
+    Eq,
+    clap::ValueEnum,
+    serde::Deserialize,
+    serde::Serialize,
+)]
 #[serde(rename_all = "kebab-case")]
 pub enum Mode {
     /// Never answer: the dialplan rejects the call afterwards, so the caller pays nothing.
+    #[default]
     MissedCall,
     /// Answer, ask for the keypad code when codes are on, and play a closing prompt.
     Answer,
@@ -84,7 +95,7 @@ impl VerifyConfig {
         VerifyConfig {
             trusted_trunks: Vec::new(),
             default_region,
-            mode: Mode::MissedCall,
+            mode: Mode::default(),
             login,
             code_prompt: "agent-pass".into(),
             code_timeout_ms: 10_000,

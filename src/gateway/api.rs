@@ -24,11 +24,16 @@ use serde_json::json;
 use tracing::{info, warn};
 
 use super::{
-    hub::{unix_now, verify_signature, Waiter, SIGNATURE_HEADER, TIMESTAMP_HEADER},
+    hub::{verify_signature, Waiter, SIGNATURE_HEADER, TIMESTAMP_HEADER},
     ApiError, Gateway, CHALLENGE_COOKIE, MAX_BODY_BYTES, SESSION_COOKIE,
 };
+pub(super) use crate::rt::blocking;
 use crate::{
-    auth::login::{self, ChallengeError, ChallengeState, ChallengeStatus, LoginError},
+    auth::{
+        login::{self, ChallengeError, ChallengeState, ChallengeStatus, LoginError},
+        plausible_challenge_id,
+    },
+    rt::Interrupted,
     store::now_ms,
 };
 
@@ -87,13 +92,33 @@ async fn body_bytes<S: Send + Sync>(req: Request, state: &S) -> Result<Bytes, Ap
     })
 }
 
-/// Runs blocking work (store, Argon2id) off the async workers.
-pub(super) async fn blocking<T: Send + 'static>(
-    f: impl FnOnce() -> T + Send + 'static,
-) -> Result<T, ApiError> {
-    tokio::task::spawn_blocking(f)
-        .await
-        .map_err(|e| ApiError::internal("a blocking task", e))
+/// Blocking work (store, Argon2id) that did not return is a 500.
+impl From<Interrupted> for ApiError {
+    fn from(e: Interrupted) -> Self {
+        ApiError::internal("a blocking task", e)
+    }
+}
+
+/// A challenge as the browser addresses it: the id from the path, the secret from
+/// `Authorization: Bearer`, else the cookie. No secret, or an id that cannot be one, is
+/// a 404 before any store work.
+pub struct ChallengeKey {
+    pub id: String,
+    pub secret: String,
+}
+
+impl<S: Send + Sync> FromRequestParts<S> for ChallengeKey {
+    type Rejection = Response;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        let Path(id) = Path::<String>::from_request_parts(parts, state)
+            .await
+            .map_err(IntoResponse::into_response)?;
+        let secret = challenge_secret(&parts.headers)
+            .filter(|_| plausible_challenge_id(&id))
+            .ok_or_else(|| ApiError::not_found().into_response())?;
+        Ok(ChallengeKey { id, secret })
+    }
 }
 
 pub(super) fn bearer(headers: &HeaderMap) -> Option<String> {
@@ -124,17 +149,12 @@ pub(super) fn cookie(headers: &HeaderMap, name: &str) -> Option<String> {
 }
 
 /// The challenge secret: `Authorization: Bearer` first, else the cookie.
-pub(super) fn challenge_secret(headers: &HeaderMap) -> Option<String> {
+fn challenge_secret(headers: &HeaderMap) -> Option<String> {
     bearer(headers).or_else(|| cookie(headers, CHALLENGE_COOKIE))
 }
 
 fn session_token(headers: &HeaderMap) -> Option<String> {
     cookie(headers, SESSION_COOKIE).or_else(|| bearer(headers))
-}
-
-/// Challenge ids are short hex; anything else is not worth a store lookup.
-pub(super) fn plausible_id(id: &str) -> bool {
-    !id.is_empty() && id.len() <= 64 && id.bytes().all(|b| b.is_ascii_alphanumeric())
 }
 
 fn set_cookie(
@@ -291,17 +311,13 @@ async fn read_status(
     secret: &str,
 ) -> Result<Result<ChallengeStatus, ChallengeError>, ApiError> {
     let (store, id, secret) = (gw.store.clone(), id.to_string(), secret.to_string());
-    blocking(move || login::status(&store, &id, &secret)).await
+    Ok(blocking(move || login::status(&store, &id, &secret)).await?)
 }
 
 pub async fn status(
     State(gw): Shared,
-    Path(id): Path<String>,
-    headers: HeaderMap,
+    ChallengeKey { id, secret }: ChallengeKey,
 ) -> Result<Response, ApiError> {
-    let secret = challenge_secret(&headers)
-        .filter(|_| plausible_id(&id))
-        .ok_or_else(ApiError::not_found)?;
     let status = read_status(&gw, &id, &secret).await??;
     Ok(Json(state_json(&status)).into_response())
 }
@@ -380,12 +396,8 @@ impl EventWatch {
 
 pub async fn events(
     State(gw): Shared,
-    Path(id): Path<String>,
-    headers: HeaderMap,
+    ChallengeKey { id, secret }: ChallengeKey,
 ) -> Result<Response, ApiError> {
-    let secret = challenge_secret(&headers)
-        .filter(|_| plausible_id(&id))
-        .ok_or_else(ApiError::not_found)?;
     // Subscribe before reading, so a change in between is not lost.
     let waiter = gw.hub.subscribe(&id);
     let first = read_status(&gw, &id, &secret).await??;
@@ -421,13 +433,9 @@ pub async fn events(
 
 pub async fn exchange(
     State(gw): Shared,
-    Path(id): Path<String>,
+    ChallengeKey { id, secret }: ChallengeKey,
     ip: ClientIp,
-    headers: HeaderMap,
 ) -> Result<Response, ApiError> {
-    let secret = challenge_secret(&headers)
-        .filter(|_| plausible_id(&id))
-        .ok_or_else(ApiError::not_found)?;
     let result = {
         let (store, settings, client_ip) = (gw.store.clone(), gw.config.login.clone(), ip.text());
         blocking(move || login::exchange(&store, &settings, &id, &secret, client_ip.as_deref()))
@@ -519,7 +527,7 @@ pub async fn signal(
     let (Some(timestamp), Some(signature)) = (timestamp, signature) else {
         return Err(ApiError::unauthorized());
     };
-    if !verify_signature(&key, timestamp, &signature, &body, unix_now()) {
+    if !verify_signature(&key, timestamp, &signature, &body, now_ms() / 1000) {
         warn!("refused a node signal: bad signature or timestamp out of window");
         return Err(ApiError::unauthorized());
     }
@@ -553,6 +561,5 @@ mod tests {
     fn formats() {
         assert_eq!(rfc3339_ms(0), "1970-01-01T00:00:00Z");
         assert_eq!(dial_display("+861055550100"), "+86 10 5555 0100");
-        assert!(!plausible_id("../x"));
     }
 }

@@ -12,8 +12,8 @@ use std::{
 
 use axum::{
     body::Bytes,
-    extract::{Path, State},
-    http::{HeaderMap, StatusCode},
+    extract::State,
+    http::StatusCode,
     response::{IntoResponse, Response},
     Json,
 };
@@ -21,19 +21,20 @@ use serde_json::json;
 use tracing::{info, warn};
 
 use super::{
-    api::{blocking, challenge_secret, plausible_id, ClientIp},
+    api::{blocking, ChallengeKey, ClientIp},
+    limit::seconds_up,
     ApiError, Gateway,
 };
 use crate::{
-    ami::{AmiClient, AmiError, LinkState, Originate, OriginateOutcome},
+    ami::{AmiClient, AmiError, LinkState, Originate, OriginateReason},
+    auth::callbacks::PendingCallbacks,
     auth::{
         audit,
         login::{self, CallbackTarget, ChallengeError},
         signal::ChallengeSignal,
     },
-    dialin::confirm::PendingCallbacks,
     phone::{self, mask},
-    store::{Store, StoreError},
+    store::{now_ms, Store, StoreError},
 };
 
 /// The channel variable carrying the challenge id to the dialplan (and `confirm`).
@@ -62,15 +63,23 @@ pub struct CallbackSettings {
     pub per_hour: usize,
 }
 
+impl CallbackSettings {
+    /// The defaults, stated once (`dialgate serve --help` shows them too).
+    pub const DEFAULT_CHANNEL_TEMPLATE: &'static str = "PJSIP/{number}@carrier";
+    pub const DEFAULT_CONTEXT: &'static str = "dialgate-callback";
+    pub const DEFAULT_EXTEN: &'static str = "s";
+    pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(30);
+}
+
 impl Default for CallbackSettings {
     fn default() -> Self {
         CallbackSettings {
-            channel_template: "PJSIP/{number}@carrier".into(),
-            context: "dialgate-callback".into(),
-            exten: "s".into(),
+            channel_template: Self::DEFAULT_CHANNEL_TEMPLATE.into(),
+            context: Self::DEFAULT_CONTEXT.into(),
+            exten: Self::DEFAULT_EXTEN.into(),
             priority: 1,
             caller_id: None,
-            timeout: Duration::from_secs(30),
+            timeout: Self::DEFAULT_TIMEOUT,
             min_interval: Duration::from_secs(60),
             per_hour: 5,
         }
@@ -115,10 +124,6 @@ pub struct CallbackLimiter {
 }
 
 const HOUR: Duration = Duration::from_secs(3600);
-
-fn seconds_up(d: Duration) -> u64 {
-    (d.as_millis().div_ceil(1000) as u64).max(1)
-}
 
 impl CallbackLimiter {
     pub fn new(settings: &CallbackSettings) -> CallbackLimiter {
@@ -169,12 +174,14 @@ impl CallbackLimiter {
 }
 
 /// The failure reason the browser is shown for an Originate that was not answered.
-pub fn failure_reason(outcome: &OriginateOutcome) -> &'static str {
-    match outcome.reason {
-        5 => "callback_busy",
-        1 | 3 => "callback_no_answer",
-        8 => "callback_congestion",
-        _ => "callback_failed",
+fn failure_reason(reason: OriginateReason) -> &'static str {
+    match reason {
+        OriginateReason::Busy => "callback_busy",
+        OriginateReason::HungUp | OriginateReason::NoAnswer => "callback_no_answer",
+        OriginateReason::Congestion => "callback_congestion",
+        OriginateReason::Failed | OriginateReason::Answered | OriginateReason::Other(_) => {
+            "callback_failed"
+        }
     }
 }
 
@@ -213,14 +220,10 @@ async fn audit_row(
 
 pub async fn request(
     State(gw): State<Arc<Gateway>>,
-    Path(id): Path<String>,
+    ChallengeKey { id, secret }: ChallengeKey,
     ip: ClientIp,
-    headers: HeaderMap,
     body: Bytes,
 ) -> Result<Response, ApiError> {
-    let secret = challenge_secret(&headers)
-        .filter(|_| plausible_id(&id))
-        .ok_or_else(ApiError::not_found)?;
     // The number is never the caller's to choose: refuse any body that says more than `{}`.
     let text = std::str::from_utf8(&body).unwrap_or("?").trim();
     if !(text.is_empty() || text == "{}" || text == "null") {
@@ -287,7 +290,7 @@ pub async fn request(
         return Err(unavailable("the call-back is misconfigured on this server"));
     }
     // The `confirm` call may arrive until the login expires.
-    let left = Duration::from_millis((target.expires_at_ms - crate::store::now_ms()).max(0) as u64);
+    let left = Duration::from_millis((target.expires_at_ms - now_ms()).max(0) as u64);
     gw.callbacks.insert(
         &target.challenge_id,
         Instant::now() + left + settings.timeout,
@@ -350,9 +353,9 @@ async fn place(
             return;
         }
         Ok(outcome) => (
-            failure_reason(&outcome),
-            json!({ "challenge_id": id, "reason_code": outcome.reason,
-                    "reason_text": outcome.reason_text(), "channel": outcome.channel,
+            failure_reason(outcome.reason),
+            json!({ "challenge_id": id, "reason_code": outcome.reason.code(),
+                    "reason_text": outcome.reason.as_str(), "channel": outcome.channel,
                     "uniqueid": outcome.uniqueid }),
         ),
         Err(e) => {
@@ -374,7 +377,7 @@ async fn place(
     info!(challenge_id = %id, reason, "call-back failed");
     audit_row(&store, "failed", Some(reason), &target, None, detail).await;
     let (s, failed_id) = (store.clone(), id.clone());
-    match tokio::task::spawn_blocking(move || login::mark_failed(&s, &failed_id, reason)).await {
+    match blocking(move || login::mark_failed(&s, &failed_id, reason)).await {
         Ok(Ok(true)) => signal.challenge_changed(&id, target.node_url.as_deref()),
         Ok(Ok(false)) => {}
         Ok(Err(e)) => warn!(error = %e, challenge_id = %id, "could not fail the challenge"),

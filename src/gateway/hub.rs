@@ -5,7 +5,7 @@
 use std::{
     collections::HashMap,
     sync::{Arc, Mutex},
-    time::{Duration, SystemTime, UNIX_EPOCH},
+    time::Duration,
 };
 
 use axum::http::{header, Method, Request, StatusCode};
@@ -20,7 +20,7 @@ use sha2::Sha256;
 use tokio::sync::watch;
 use tracing::{debug, warn};
 
-use crate::auth::signal::ChallengeSignal;
+use crate::{auth::signal::ChallengeSignal, store::now_ms};
 
 /// The route another node calls.
 pub const SIGNAL_PATH: &str = "/v1/internal/signal";
@@ -68,12 +68,6 @@ pub fn verify_signature(
     signal_mac(key, timestamp, body)
         .verify_slice(&signature)
         .is_ok()
-}
-
-pub(crate) fn unix_now() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs() as i64)
 }
 
 fn same_node(a: &str, b: &str) -> bool {
@@ -219,7 +213,8 @@ async fn post_signal(
     key: &[u8],
     body: Bytes,
 ) -> Result<(), String> {
-    let timestamp = unix_now();
+    // Unix seconds.
+    let timestamp = now_ms() / 1000;
     let request = Request::builder()
         .method(Method::POST)
         .uri(url)

@@ -26,14 +26,19 @@ pub struct RateLimit {
     pub max_lockout: Duration,
 }
 
+impl RateLimit {
+    /// The defaults, stated once (`dialgate serve --help` shows them too).
+    pub const DEFAULT: RateLimit = RateLimit {
+        per_ip: 10,
+        per_account: 30,
+        window: Duration::from_secs(60),
+        max_lockout: Duration::from_secs(3600),
+    };
+}
+
 impl Default for RateLimit {
     fn default() -> Self {
-        RateLimit {
-            per_ip: 10,
-            per_account: 30,
-            window: Duration::from_secs(60),
-            max_lockout: Duration::from_secs(3600),
-        }
+        RateLimit::DEFAULT
     }
 }
 
@@ -78,7 +83,8 @@ fn account_key(username: &str) -> Key {
     Key::Account(name)
 }
 
-fn seconds_up(d: Duration) -> u64 {
+/// Whole seconds to wait, rounded up, at least 1 (for `Retry-After`).
+pub(super) fn seconds_up(d: Duration) -> u64 {
     (d.as_millis().div_ceil(1000) as u64).max(1)
 }
 

@@ -29,8 +29,10 @@ pub use hub::{sign, verify_signature, Hub, SIGNAL_PATH, SIGNAL_WINDOW};
 pub use limit::{Limiter, RateLimit};
 
 use crate::{
-    ami::AmiClient, auth::login::LoginSettings, dialin::confirm::PendingCallbacks,
-    metrics::Metrics, store::Store,
+    ami::AmiClient,
+    auth::{callbacks::PendingCallbacks, login::LoginSettings},
+    metrics::Metrics,
+    store::Store,
 };
 
 /// Largest request body accepted (JSON bodies are tiny).

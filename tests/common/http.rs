@@ -1,11 +1,11 @@
-//! One HTTP request to the gateway and its whole reply, for the HTTP and end-to-end tests.
+//! One HTTP request to the gateway and its whole reply, for the HTTP and end-to-end tests
+//! (through the load generator's client, `dialgate::cli::loadtest::http`).
 
 use std::time::Duration;
 
 use bytes::Bytes;
-use http_body_util::{BodyExt, Full};
-use hyper::{body::Incoming, header, HeaderMap, Method, Request, Response, StatusCode};
-use hyper_util::{client::legacy::Client, rt::TokioExecutor};
+use dialgate::cli::loadtest::http::HttpClient;
+use hyper::{body::Incoming, header, HeaderMap, Method, Response, StatusCode};
 use serde_json::Value;
 
 #[derive(Debug, Clone)]
@@ -56,13 +56,8 @@ pub async fn send(
     body: impl Into<Bytes>,
     within: Duration,
 ) -> Response<Incoming> {
-    let mut req = Request::builder().method(method).uri(url);
-    for (k, v) in headers {
-        req = req.header(*k, *v);
-    }
-    let req = req.body(Full::new(body.into())).unwrap();
-    let client = Client::builder(TokioExecutor::new()).build_http();
-    tokio::time::timeout(within, client.request(req))
+    let client = HttpClient::new(1);
+    tokio::time::timeout(within, client.send(method, url, headers, body))
         .await
         .unwrap_or_else(|_| panic!("{url} did not answer within {within:?}"))
         .unwrap_or_else(|e| panic!("{url}: {e}"))
@@ -76,11 +71,15 @@ pub async fn fetch(
     body: impl Into<Bytes>,
     within: Duration,
 ) -> Reply {
-    let (parts, body) = send(method, url, headers, body, within).await.into_parts();
+    let client = HttpClient::new(1);
+    let answer = tokio::time::timeout(within, client.fetch(method, url, headers, body))
+        .await
+        .unwrap_or_else(|_| panic!("{url} did not answer within {within:?}"))
+        .unwrap_or_else(|e| panic!("{url}: {e}"));
     Reply {
-        status: parts.status,
-        headers: parts.headers,
-        body: body.collect().await.unwrap().to_bytes(),
+        status: answer.status,
+        headers: answer.headers,
+        body: answer.body,
     }
 }
 

@@ -1,52 +1,66 @@
-//! Reading a Server-Sent Events response event by event.
+//! Reading a Server-Sent Events response event by event (through the load generator's
+//! reader, `dialgate::cli::loadtest::http::SseStream`), with time limits and panics.
 
 use std::time::Duration;
 
-use http_body_util::BodyExt;
+use dialgate::cli::loadtest::http::SseStream;
 use hyper::body::Incoming;
 use serde_json::Value;
 
-/// An open SSE response and the text read from it so far.
+/// An open SSE response.
 pub struct SseReader {
-    body: Incoming,
-    text: String,
+    stream: SseStream,
 }
 
 impl SseReader {
     pub fn new(body: Incoming) -> SseReader {
         SseReader {
-            body,
-            text: String::new(),
+            stream: SseStream::new(body),
         }
     }
 
-    /// The next event (name, data as JSON), waiting at most `within`.
+    /// The next named event (name, data as JSON), waiting at most `within`.
     pub async fn next(&mut self, within: Duration) -> (String, Value) {
         let deadline = tokio::time::Instant::now() + within;
         loop {
-            // Keep-alive comments (`:`) are skipped.
-            while let Some(end) = self.text.find("\n\n") {
-                let block: String = self.text[..end].to_string();
-                self.text = self.text[end + 2..].to_string();
-                let name = block.lines().find_map(|l| l.strip_prefix("event: "));
-                let data: String = block
-                    .lines()
-                    .filter_map(|l| l.strip_prefix("data: "))
-                    .collect();
-                if let Some(name) = name {
-                    return (name.to_string(), serde_json::from_str(&data).unwrap());
-                }
+            let event = tokio::time::timeout_at(deadline, self.stream.next_event()).await;
+            let event = match event {
+                Err(_) => panic!(
+                    "no SSE event within {within:?}: {:?}",
+                    self.stream.pending()
+                ),
+                Ok(Ok(Some(event))) => event,
+                other => panic!(
+                    "the SSE stream ended: {other:?} {:?}",
+                    self.stream.pending()
+                ),
+            };
+            if let Some(name) = event.name {
+                return (name, serde_json::from_str(&event.data).unwrap());
             }
-            let frame = tokio::time::timeout_at(deadline, self.body.frame())
-                .await
-                .unwrap_or_else(|_| panic!("no SSE event within {within:?}: {:?}", self.text));
-            match frame {
-                Some(Ok(frame)) => {
-                    if let Some(data) = frame.data_ref() {
-                        self.text.push_str(std::str::from_utf8(data).unwrap());
-                    }
-                }
-                other => panic!("the SSE stream ended: {other:?} {:?}", self.text),
+        }
+    }
+
+    /// Reads until an event with this name has arrived (skipping others); its data.
+    pub async fn event(&mut self, name: &str, within: Duration) -> Value {
+        let deadline = tokio::time::Instant::now() + within;
+        loop {
+            let remaining = deadline.saturating_duration_since(tokio::time::Instant::now());
+            let (event, data) = self.next(remaining).await;
+            if event == name {
+                return data;
+            }
+        }
+    }
+
+    /// Whether the stream ends (after any events already sent) within `within`.
+    pub async fn ends(&mut self, within: Duration) -> bool {
+        let deadline = tokio::time::Instant::now() + within;
+        loop {
+            match tokio::time::timeout_at(deadline, self.stream.next_event()).await {
+                Err(_) => return false,
+                Ok(Ok(Some(_))) => {}
+                Ok(Ok(None) | Err(_)) => return true,
             }
         }
     }

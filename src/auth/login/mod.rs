@@ -56,16 +56,21 @@ pub struct LoginSettings {
     pub node_url: Option<String>,
 }
 
+impl LoginSettings {
+    /// The defaults, stated once (`dialgate serve --help` shows them too).
+    pub const DEFAULT: LoginSettings = LoginSettings {
+        dialin_numbers: Vec::new(),
+        challenge_ttl: Duration::from_secs(180),
+        code_digits: 0,
+        session_ttl: Duration::from_secs(12 * 3600),
+        max_call_attempts: 3,
+        node_url: None,
+    };
+}
+
 impl Default for LoginSettings {
     fn default() -> Self {
-        LoginSettings {
-            dialin_numbers: Vec::new(),
-            challenge_ttl: Duration::from_secs(180),
-            code_digits: 0,
-            session_ttl: Duration::from_secs(12 * 3600),
-            max_call_attempts: 3,
-            node_url: None,
-        }
+        LoginSettings::DEFAULT
     }
 }
 

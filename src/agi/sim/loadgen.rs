@@ -1,6 +1,7 @@
 //! A lean Asterisk peer for load generation (`dialgate loadtest agi`).
 //!
-//! Same replies as [`super::peer`] (res_agi's answers for a silent channel), but built
+//! Same replies as [`super::peer`] (`channel`: res_agi's answers for a silent
+//! channel), but built
 //! to place tens of thousands of calls a second from a core shared with the server: the
 //! environment block is rendered from a template, one buffer per call, no transcript,
 //! one timer per call, and the common commands (`SET VARIABLE`, `ANSWER`) answered
@@ -13,14 +14,12 @@ use std::{
 };
 
 use tokio::{
-    io::{AsyncReadExt, AsyncWriteExt},
+    io::AsyncWriteExt,
     net::{TcpSocket, TcpStream},
 };
 
-use super::{
-    peer::{CallSpec, Channel, MAX_SERVER_LINE},
-    server::RESULT_VARIABLE,
-};
+use super::{channel::Channel, is_reset, CallSpec, MAX_SERVER_LINE};
+use crate::lines::{LineReader, ReadLineError};
 
 /// Placeholder bytes in the template (never valid in an environment line).
 const CALLER_SLOT: u8 = 0x01;
@@ -117,13 +116,6 @@ impl LoadError {
     }
 }
 
-fn is_reset(e: &std::io::Error) -> bool {
-    matches!(
-        e.kind(),
-        std::io::ErrorKind::ConnectionReset | std::io::ErrorKind::BrokenPipe
-    )
-}
-
 /// Places one call: sends `env` (a rendered block), answers every command like
 /// Asterisk until the server closes. `holding` counts calls currently held.
 pub async fn lean_call(
@@ -179,47 +171,33 @@ async fn call_inner(
             return Err(io(0)(e));
         }
     }
-    let mut buf: Vec<u8> = Vec::with_capacity(256);
+    let mut reader = LineReader::new(MAX_SERVER_LINE);
     let mut out: Vec<u8> = Vec::with_capacity(64);
-    let mut start = 0;
     loop {
-        if let Some(i) = buf[start..].iter().position(|&b| b == b'\n') {
-            let line = &buf[start..start + i];
-            let line = line.strip_suffix(b"\r").unwrap_or(line);
-            out.clear();
-            channel.answer(&String::from_utf8_lossy(line), &mut out);
-            start += i + 1;
-            if channel.commands == 1 && !options.hold.is_zero() {
-                holding.fetch_add(1, Ordering::Relaxed);
-                let _guard = HoldGuard(holding);
-                tokio::time::sleep(options.hold).await;
+        let line = match reader.next_line(&mut stream).await {
+            Ok(Some(line)) => line,
+            Ok(None) => break,
+            Err(ReadLineError::TooLong(_)) => return Err(LoadError::LineTooLong),
+            Err(ReadLineError::Io(e)) if is_reset(&e) => break,
+            Err(ReadLineError::Io(e)) => return Err(io(channel.commands)(e)),
+        };
+        out.clear();
+        channel.answer(&String::from_utf8_lossy(&line), &mut out);
+        if channel.commands == 1 && !options.hold.is_zero() {
+            holding.fetch_add(1, Ordering::Relaxed);
+            let _guard = HoldGuard(holding);
+            tokio::time::sleep(options.hold).await;
+        }
+        if let Err(e) = stream.write_all(&out).await {
+            // The server may close right after its last command.
+            if is_reset(&e) {
+                break;
             }
-            if let Err(e) = stream.write_all(&out).await {
-                // The server may close right after its last command.
-                if is_reset(&e) {
-                    break;
-                }
-                return Err(io(channel.commands)(e));
-            }
-            continue;
-        }
-        if start > 0 {
-            buf.drain(..start);
-            start = 0;
-        }
-        if buf.len() > MAX_SERVER_LINE {
-            return Err(LoadError::LineTooLong);
-        }
-        buf.reserve(256);
-        match stream.read_buf(&mut buf).await {
-            Ok(0) => break,
-            Ok(_) => {}
-            Err(e) if is_reset(&e) => break,
-            Err(e) => return Err(io(channel.commands)(e)),
+            return Err(io(channel.commands)(e));
         }
     }
     Ok(LeanOutcome {
-        result: channel.result(),
+        result: channel.channel.result(),
         commands: channel.commands,
         hung_up: channel.channel.dead,
     })
@@ -258,19 +236,7 @@ impl LeanChannel {
                 }
             }
         }
-        let answer = self.channel.answer(line);
-        out.extend_from_slice(answer.line.as_bytes());
-        out.push(b'\n');
-        if answer.hangs_up && !self.channel.dead {
-            self.channel.dead = true;
-            out.extend_from_slice(b"HANGUP\n");
-        }
-    }
-
-    fn result(&self) -> Option<String> {
-        self.channel
-            .set_variable_value(RESULT_VARIABLE)
-            .map(str::to_string)
+        self.channel.reply_to(line, false, out);
     }
 }
 
@@ -322,6 +288,6 @@ mod tests {
             say("STREAM FILE x \"\""),
             "511 Command Not Permitted on a dead channel or intercept routine\n"
         );
-        assert_eq!(ch.result().as_deref(), Some("pong"));
+        assert_eq!(ch.channel.result().as_deref(), Some("pong"));
     }
 }

@@ -12,7 +12,8 @@ use tokio::{
     net::TcpStream,
 };
 
-use super::{server::RESULT_VARIABLE, Command, Verb};
+use super::is_reset;
+use crate::agi::{server::RESULT_VARIABLE, Command, Verb};
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Direction {
@@ -309,13 +310,6 @@ async fn write_out(
         tokio::task::yield_now().await;
     }
     Ok(())
-}
-
-fn is_reset(e: &std::io::Error) -> bool {
-    matches!(
-        e.kind(),
-        std::io::ErrorKind::ConnectionReset | std::io::ErrorKind::BrokenPipe
-    )
 }
 
 /// The value of `SET VARIABLE DIALGATE_RESULT <value>`, if the line is that command.
