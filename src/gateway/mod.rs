@@ -8,6 +8,7 @@
 mod api;
 pub mod callback;
 mod error;
+mod health;
 mod hub;
 mod limit;
 mod pages;
@@ -94,6 +95,8 @@ pub struct Gateway {
     pub callback_limiter: CallbackLimiter,
     /// Call-backs placed and not yet judged by the `confirm` script (shared with it).
     pub callbacks: Arc<PendingCallbacks>,
+    /// `/healthz`'s database ping, one at a time.
+    health: health::Probe,
     closing: watch::Sender<bool>,
 }
 
@@ -123,6 +126,7 @@ impl Gateway {
             callback_limiter: CallbackLimiter::new(&callback),
             callback,
             callbacks: Arc::new(PendingCallbacks::default()),
+            health: health::Probe::default(),
             closing: watch::channel(false).0,
         }
     }
@@ -176,7 +180,7 @@ pub fn router(state: Arc<Gateway>) -> Router {
         )
         .route("/v1/payments", post(payments::pay))
         .route("/v1/balance", get(payments::balance))
-        .route("/healthz", get(pages::healthz))
+        .route("/healthz", get(health::healthz))
         .route("/metrics", get(pages::metrics))
         .route("/", get(pages::index))
         .route("/app.js", get(pages::app_js))
