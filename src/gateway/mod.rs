@@ -13,8 +13,9 @@ mod hub;
 mod limit;
 mod pages;
 mod payments;
+mod server;
 
-use std::{future::Future, io, net::SocketAddr, sync::Arc, time::Duration};
+use std::{future::Future, io, sync::Arc, time::Duration};
 
 use axum::{
     extract::DefaultBodyLimit,
@@ -28,6 +29,7 @@ pub use callback::{CallbackLimiter, CallbackSettings};
 pub use error::ApiError;
 pub use hub::{sign, verify_signature, Hub, SIGNAL_PATH, SIGNAL_WINDOW};
 pub use limit::{Limiter, RateLimit};
+pub use server::{raise_open_file_limit, serve_with, HttpLimits};
 
 use crate::{
     ami::AmiClient,
@@ -195,22 +197,13 @@ pub fn router(state: Arc<Gateway>) -> Router {
         .with_state(state)
 }
 
-/// Serves `router` on `listener` until `shutdown` completes, then finishes the requests in
-/// progress (call [`Gateway::close`] in `shutdown` so SSE streams end too).
+/// Serves `router` on `listener` with the default [`HttpLimits`] until `shutdown`
+/// completes, then finishes the requests in progress (call [`Gateway::close`] in
+/// `shutdown` so SSE streams end too). `serve` itself uses [`serve_with`].
 pub async fn serve(
     listener: tokio::net::TcpListener,
     router: Router,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> io::Result<()> {
-    use axum::serve::ListenerExt;
-    // Without NODELAY the small SSE `verified` event sat ~40 ms in Nagle's buffer.
-    let listener = listener.tap_io(|stream| {
-        let _ = stream.set_nodelay(true);
-    });
-    axum::serve(
-        listener,
-        router.into_make_service_with_connect_info::<SocketAddr>(),
-    )
-    .with_graceful_shutdown(shutdown)
-    .await
+    serve_with(listener, router, HttpLimits::DEFAULT, shutdown).await
 }
