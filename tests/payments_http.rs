@@ -806,9 +806,18 @@ async fn manage_with_a_session() {
     let garbage = call(
         Method::POST,
         &format!("{}/v1/temp-passwords/{id}/pause", node.url),
-        &with_cookie,
+        &[JSON, with_cookie[0]],
         "{oops",
     )
     .await;
     error(&garbage, StatusCode::BAD_REQUEST, "bad_request");
+    // With the cookie, a body must say it is JSON (CSRF: a form or text/plain is a 403).
+    let untyped = call(
+        Method::POST,
+        &format!("{}/v1/temp-passwords/{id}/pause", node.url),
+        &with_cookie,
+        "{oops",
+    )
+    .await;
+    error(&untyped, StatusCode::FORBIDDEN, "json_required");
 }

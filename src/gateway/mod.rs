@@ -7,6 +7,7 @@
 
 mod api;
 pub mod callback;
+pub mod csrf;
 mod error;
 mod health;
 mod hub;
@@ -65,6 +66,9 @@ pub struct GatewayConfig {
     pub temp_password_key: Vec<u8>,
     /// Whether the owner's long-term password may pay too (default yes).
     pub allow_long_term_payments: bool,
+    /// Origins besides the page's own that may send cookie-authenticated state changes
+    /// (`csrf`), normalised by [`csrf::normalize_origin`], e.g. `https://app.example.com`.
+    pub allowed_origins: Vec<String>,
 }
 
 impl Default for GatewayConfig {
@@ -78,6 +82,7 @@ impl Default for GatewayConfig {
             sse_poll: Duration::from_secs(2),
             temp_password_key: Vec::new(),
             allow_long_term_payments: true,
+            allowed_origins: Vec::new(),
         }
     }
 }
@@ -191,6 +196,10 @@ pub fn router(state: Arc<Gateway>) -> Router {
         .route("/payments", get(pages::payments))
         .route("/payments.js", get(pages::payments_js))
         .fallback(pages::not_found)
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            csrf::guard,
+        ))
         .layer(axum::middleware::map_response(pages::common_headers))
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
         .layer(TraceLayer::new_for_http())

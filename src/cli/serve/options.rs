@@ -23,8 +23,8 @@ use crate::{
         verify::{Mode, Trunk, VerifyConfig},
     },
     gateway::{
-        callback::check_channel_template, CallbackSettings, GatewayConfig, HttpLimits,
-        RateLimit,
+        callback::check_channel_template, csrf::normalize_origin, CallbackSettings,
+        GatewayConfig, HttpLimits, RateLimit,
     },
     phone::{self, E164},
 };
@@ -114,6 +114,16 @@ pub struct ServeOptions {
     #[arg(long, env = "DIALGATE_HTTP_FD_RESERVE",
         default_value = HttpLimits::DEFAULT.fd_reserve.to_string())]
     pub http_fd_reserve: Option<u32>,
+
+    /// An origin besides the page's own allowed to send cookie-authenticated POSTs
+    /// (repeatable), e.g. `https://app.example.com`.
+    #[arg(
+        long,
+        value_name = "ORIGIN",
+        env = "DIALGATE_HTTP_ALLOW_ORIGIN",
+        value_delimiter = ','
+    )]
+    pub http_allow_origin: Option<Vec<String>>,
 
     /// A number users call to verify (repeatable: a pool, so each pending login of one
     /// caller gets its own number).
@@ -389,6 +399,18 @@ impl ServeSettings {
                 .http_fd_reserve
                 .map_or(http_defaults.fd_reserve, |n| n as usize),
         };
+        let allowed_origins = o
+            .http_allow_origin
+            .unwrap_or_default()
+            .iter()
+            .map(|text| {
+                normalize_origin(text).ok_or_else(|| {
+                    user_error(format!(
+                        "--http-allow-origin {text:?} is not an origin (scheme://host[:port], e.g. https://app.example.com)"
+                    ))
+                })
+            })
+            .collect::<Result<Vec<_>, _>>()?;
         let dialin_numbers = o
             .dialin_number
             .unwrap_or_default()
@@ -474,6 +496,7 @@ impl ServeSettings {
             secure_cookies: !o.insecure_cookies,
             signal_key: o.signal_key.map(String::into_bytes),
             node_url,
+            allowed_origins,
             ..GatewayConfig::default()
         };
         let ami = match o.ami_address {
