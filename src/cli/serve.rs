@@ -147,11 +147,16 @@ pub async fn run_with(
         app = app.merge(extra);
     }
     let (stop_tx, mut stop_rx) = tokio::sync::watch::channel(false);
-    let http = tokio::spawn(gateway::serve_with(http_listener, app, http_limits, async move {
-        let _ = stop_rx.wait_for(|stopped| *stopped).await;
-        // Open SSE streams would otherwise hold the shutdown until their logins expire.
-        closing.close();
-    }));
+    let http = tokio::spawn(gateway::serve_with(
+        http_listener,
+        app,
+        http_limits,
+        async move {
+            let _ = stop_rx.wait_for(|stopped| *stopped).await;
+            // Open SSE streams would otherwise hold the shutdown until their logins expire.
+            closing.close();
+        },
+    ));
     agi.run(async move {
         shutdown_signal().await;
         let _ = stop_tx.send(true);

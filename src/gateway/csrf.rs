@@ -190,7 +190,10 @@ mod tests {
     fn bodies_must_be_json() {
         assert_eq!(post(&[SESSION, JSON], false), Ok(()));
         assert_eq!(
-            post(&[SESSION, ("content-type", "Application/JSON; charset=utf-8")], false),
+            post(
+                &[SESSION, ("content-type", "Application/JSON; charset=utf-8")],
+                false
+            ),
             Ok(())
         );
         for kind in [
@@ -260,7 +263,13 @@ mod tests {
             normalize_origin("HTTPS://App.Example.com:8443/").as_deref(),
             Some("https://app.example.com:8443")
         );
-        for bad in ["app.example.com", "ftp://x", "https://", "https://a/b", "null"] {
+        for bad in [
+            "app.example.com",
+            "ftp://x",
+            "https://",
+            "https://a/b",
+            "null",
+        ] {
             assert_eq!(normalize_origin(bad), None, "{bad}");
         }
     }

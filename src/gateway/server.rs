@@ -94,6 +94,8 @@ impl Default for HttpLimits {
 }
 
 /// Raises the soft open-file limit to the hard one; returns the limit now in force.
+// `rlim_t` is u64 on Linux but not on every target.
+#[allow(clippy::unnecessary_cast)]
 pub fn raise_open_file_limit() -> io::Result<u64> {
     let mut limit = libc::rlimit {
         rlim_cur: 0,
@@ -351,7 +353,13 @@ async fn connection(
         let activity = activity.clone();
         let limits = limits.clone();
         hyper::service::service_fn(move |request: hyper::Request<Incoming>| {
-            handle(request, peer, router.clone(), limits.clone(), activity.begin())
+            handle(
+                request,
+                peer,
+                router.clone(),
+                limits.clone(),
+                activity.begin(),
+            )
         })
     };
     let conn = http1::Builder::new()

@@ -23,8 +23,8 @@ use crate::{
         verify::{Mode, Trunk, VerifyConfig},
     },
     gateway::{
-        callback::check_channel_template, csrf::normalize_origin, CallbackSettings,
-        GatewayConfig, HttpLimits, RateLimit,
+        callback::check_channel_template, csrf::normalize_origin, CallbackSettings, GatewayConfig,
+        HttpLimits, RateLimit,
     },
     phone::{self, E164},
 };
