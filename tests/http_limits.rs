@@ -470,4 +470,21 @@ async fn a_hung_database_healthz_in_a_second_the_budget_and_the_sse_stream() {
     }
     assert!(last.contains("\"unavailable\""), "{last}");
     server.wait_for_log("health check: database unreachable");
+
+    // The database is back: so is /healthz (a ping started during the outage does not
+    // hold the answer).
+    proxy.set(Mode::Forward);
+    let started = Instant::now();
+    loop {
+        let (status, body, _) = healthz(&base).await;
+        if status == StatusCode::OK {
+            break;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(15),
+            "/healthz still {status} after the database came back: {body}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    eprintln!("database back: /healthz 200 after {:?}", started.elapsed());
 }

@@ -3,7 +3,7 @@
 
 use std::{
     sync::{Arc, Mutex},
-    time::Duration,
+    time::{Duration, Instant},
 };
 
 use axum::{
@@ -31,19 +31,20 @@ pub const PING_BOUND: Duration = Duration::from_millis(900);
 
 type Ping = Shared<BoxFuture<'static, Result<(), String>>>;
 
-/// The database ping, one at a time: a check that outlives its caller's second (the
-/// database hangs) is joined by the next callers instead of each tying up another
-/// blocking thread.
+/// The database ping, shared: callers within one bound of each other join the ping in
+/// flight instead of each tying up another blocking thread, so a hung database holds at
+/// most one blocking thread per bound; a ping older than the bound is left to finish
+/// alone and the next caller starts afresh (the database may be back).
 #[derive(Default)]
 pub struct Probe {
-    running: Mutex<Option<Ping>>,
+    running: Mutex<Option<(Instant, Ping)>>,
 }
 
 impl Probe {
     fn ping(&self, store: &Store) -> Ping {
         let mut running = self.running.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(ping) = running.as_ref() {
-            if ping.peek().is_none() {
+        if let Some((started, ping)) = running.as_ref() {
+            if ping.peek().is_none() && started.elapsed() < PING_BOUND {
                 return ping.clone();
             }
         }
@@ -55,7 +56,7 @@ impl Probe {
             })
             .boxed()
             .shared();
-        *running = Some(ping.clone());
+        *running = Some((Instant::now(), ping.clone()));
         ping
     }
 }
