@@ -6,11 +6,13 @@ mod common;
 use std::{
     io::{Read, Write},
     net::{Shutdown, TcpStream},
+    path::Path,
+    process::Output,
     time::Duration,
 };
 
-use common::{load, ServeProcess};
-use dialgate::agi::transcript::{replay, ReplayOptions};
+use common::{db::bare_cmd, load, ServeProcess};
+use dialgate::agi::sim::transcript::{replay, ReplayOptions};
 
 const ENV_HEAD: &str =
     "agi_network: yes\nagi_network_script: ping\nagi_request: agi://127.0.0.1/ping\n";
@@ -25,6 +27,25 @@ async fn assert_serving(server: &ServeProcess) {
     .await
     .unwrap_or_else(|e| panic!("server stopped serving: {e}\nlog:\n{}", server.log_text()));
     assert_eq!(report.result.as_deref(), Some("pong"));
+}
+
+/// `serve` with `args` and one peer connected to its FastAGI port.
+fn serve_with_peer(args: &[&str]) -> (ServeProcess, TcpStream) {
+    let server = ServeProcess::start(args, None);
+    let peer = TcpStream::connect(server.addr).unwrap();
+    (server, peer)
+}
+
+/// `serve` with `args` and a call on it that has had its first command.
+fn call_in_flight(args: &[&str]) -> (ServeProcess, TcpStream) {
+    let (server, mut call) = serve_with_peer(args);
+    call.write_all(format!("{ENV_HEAD}\n").as_bytes()).unwrap();
+    let mut command = [0u8; 64];
+    assert!(
+        call.read(&mut command).unwrap() > 0,
+        "the call is in its dialog"
+    );
+    (server, call)
 }
 
 /// Reads until the server closes; returns what it sent.
@@ -50,8 +71,7 @@ fn assert_not_spinning(server: &ServeProcess) {
 
 #[tokio::test]
 async fn garbage_is_refused_with_a_log_line() {
-    let server = ServeProcess::start(&[], None);
-    let mut peer = TcpStream::connect(server.addr).unwrap();
+    let (server, mut peer) = serve_with_peer(&[]);
     peer.write_all(b"GET / HTTP/1.1\r\nHost: dialgate\r\n\r\n")
         .unwrap();
     assert!(
@@ -65,8 +85,7 @@ async fn garbage_is_refused_with_a_log_line() {
 
 #[tokio::test]
 async fn an_oversized_line_is_cut_off_at_8_kib() {
-    let server = ServeProcess::start(&[], None);
-    let mut peer = TcpStream::connect(server.addr).unwrap();
+    let (server, mut peer) = serve_with_peer(&[]);
     let mut line = b"agi_network: ".to_vec();
     line.resize(20_000, b'y');
     // The server may close while we are still writing: that is the point.
@@ -78,8 +97,7 @@ async fn an_oversized_line_is_cut_off_at_8_kib() {
 
 #[tokio::test]
 async fn an_endless_environment_block_is_cut_off() {
-    let server = ServeProcess::start(&[], None);
-    let mut peer = TcpStream::connect(server.addr).unwrap();
+    let (server, mut peer) = serve_with_peer(&[]);
     for i in 0..100_000 {
         if peer
             .write_all(format!("agi_x_{i}: {}\n", "v".repeat(40)).as_bytes())
@@ -95,8 +113,7 @@ async fn an_endless_environment_block_is_cut_off() {
 
 #[tokio::test]
 async fn an_idle_peer_is_closed_after_the_environment_timeout_without_spinning() {
-    let server = ServeProcess::start(&["--env-timeout", "1500ms"], None);
-    let mut peer = TcpStream::connect(server.addr).unwrap();
+    let (server, mut peer) = serve_with_peer(&["--env-timeout", "1500ms"]);
     peer.write_all(ENV_HEAD.as_bytes()).unwrap();
     assert_not_spinning(&server);
     assert!(read_to_close(&mut peer).is_empty());
@@ -106,8 +123,7 @@ async fn an_idle_peer_is_closed_after_the_environment_timeout_without_spinning()
 
 #[tokio::test]
 async fn a_peer_leaving_mid_environment_is_logged_and_forgotten() {
-    let server = ServeProcess::start(&[], None);
-    let mut peer = TcpStream::connect(server.addr).unwrap();
+    let (server, mut peer) = serve_with_peer(&[]);
     peer.write_all(ENV_HEAD.as_bytes()).unwrap();
     peer.shutdown(Shutdown::Write).unwrap();
     read_to_close(&mut peer);
@@ -120,8 +136,7 @@ async fn a_peer_leaving_mid_environment_is_logged_and_forgotten() {
 
 #[tokio::test]
 async fn an_abrupt_reset_in_the_middle_of_a_call_is_logged() {
-    let server = ServeProcess::start(&[], None);
-    let mut peer = TcpStream::connect(server.addr).unwrap();
+    let (server, mut peer) = serve_with_peer(&[]);
     peer.write_all(format!("{ENV_HEAD}agi_uniqueid: reset-1\n\n").as_bytes())
         .unwrap();
     let mut command = [0u8; 64];
@@ -155,8 +170,7 @@ async fn running_out_of_file_descriptors_backs_off_and_recovers() {
 
 #[tokio::test]
 async fn peers_outside_the_allow_list_are_refused() {
-    let server = ServeProcess::start(&["--agi-allow", "10.9.9.9,192.0.2.0/24"], None);
-    let mut peer = TcpStream::connect(server.addr).unwrap();
+    let (server, mut peer) = serve_with_peer(&["--agi-allow", "10.9.9.9,192.0.2.0/24"]);
     peer.write_all(format!("{ENV_HEAD}\n").as_bytes()).unwrap();
     assert!(read_to_close(&mut peer).is_empty());
     server.wait_for_log("peer not in the allow-list");
@@ -168,14 +182,7 @@ async fn peers_outside_the_allow_list_are_refused() {
 
 #[tokio::test]
 async fn calls_beyond_max_connections_are_closed_at_once() {
-    let server = ServeProcess::start(&["--max-connections", "1"], None);
-    let mut first = TcpStream::connect(server.addr).unwrap();
-    first.write_all(format!("{ENV_HEAD}\n").as_bytes()).unwrap();
-    let mut command = [0u8; 64];
-    assert!(
-        first.read(&mut command).unwrap() > 0,
-        "first call is in its dialog"
-    );
+    let (server, mut first) = call_in_flight(&["--max-connections", "1"]);
     let mut second = TcpStream::connect(server.addr).unwrap();
     assert!(read_to_close(&mut second).is_empty());
     server.wait_for_log("too many calls in progress");
@@ -204,11 +211,7 @@ async fn calls_beyond_max_connections_are_closed_at_once() {
 
 #[tokio::test]
 async fn sigterm_stops_accepting_and_lets_the_call_in_flight_finish() {
-    let mut server = ServeProcess::start(&["--grace-period", "10s"], None);
-    let mut call = TcpStream::connect(server.addr).unwrap();
-    call.write_all(format!("{ENV_HEAD}\n").as_bytes()).unwrap();
-    let mut command = [0u8; 64];
-    assert!(call.read(&mut command).unwrap() > 0);
+    let (mut server, mut call) = call_in_flight(&["--grace-period", "10s"]);
     server.signal(libc::SIGTERM);
     server.wait_for_log("waiting for calls in progress");
     assert!(
@@ -224,11 +227,7 @@ async fn sigterm_stops_accepting_and_lets_the_call_in_flight_finish() {
 
 #[tokio::test]
 async fn the_grace_period_cuts_off_calls_that_do_not_finish() {
-    let mut server = ServeProcess::start(&["--grace-period", "300ms"], None);
-    let mut call = TcpStream::connect(server.addr).unwrap();
-    call.write_all(format!("{ENV_HEAD}\n").as_bytes()).unwrap();
-    let mut command = [0u8; 64];
-    assert!(call.read(&mut command).unwrap() > 0);
+    let (mut server, mut call) = call_in_flight(&["--grace-period", "300ms"]);
     server.signal(libc::SIGINT);
     // Asterisk never answers: the server closes the call when the grace period is over.
     read_to_close(&mut call);
@@ -238,20 +237,21 @@ async fn the_grace_period_cuts_off_calls_that_do_not_finish() {
         .contains("call cut off: shutdown grace period over"));
 }
 
+/// `dialgate replay <transcript> --target <server>`.
+fn replay_command(transcript: &Path, server: &ServeProcess) -> Output {
+    bare_cmd()
+        .arg("replay")
+        .arg(transcript)
+        .args(["--target", &server.addr.to_string()])
+        .output()
+        .unwrap()
+}
+
 #[test]
 fn replay_command_reports_success_and_divergence() {
     let server = ServeProcess::start(&[], None);
     let fixture = common::fixture_dir().join("10-pjsip-ast20-ping.agi");
-    let ok = assert_cmd::Command::cargo_bin("dialgate")
-        .unwrap()
-        .args([
-            "replay",
-            fixture.to_str().unwrap(),
-            "--target",
-            &server.addr.to_string(),
-        ])
-        .output()
-        .unwrap();
+    let ok = replay_command(&fixture, &server);
     assert!(ok.status.success(), "{ok:?}");
     assert!(String::from_utf8_lossy(&ok.stdout).contains("DIALGATE_RESULT=pong"));
 
@@ -263,16 +263,7 @@ fn replay_command_reports_success_and_divergence() {
         text.replace("DIALGATE_RESULT pong", "DIALGATE_RESULT pang"),
     )
     .unwrap();
-    let diverged = assert_cmd::Command::cargo_bin("dialgate")
-        .unwrap()
-        .args([
-            "replay",
-            wrong.to_str().unwrap(),
-            "--target",
-            &server.addr.to_string(),
-        ])
-        .output()
-        .unwrap();
+    let diverged = replay_command(&wrong, &server);
     assert_eq!(diverged.status.code(), Some(1));
     let stdout = String::from_utf8_lossy(&diverged.stdout);
     assert!(
@@ -285,8 +276,7 @@ fn replay_command_reports_success_and_divergence() {
 
 #[test]
 fn an_unreachable_database_stops_the_start_with_the_cause() {
-    let out = assert_cmd::Command::cargo_bin("dialgate")
-        .unwrap()
+    let out = bare_cmd()
         .args(["serve", "--agi-listen", "127.0.0.1:0"])
         .args(["--database-url", "mysql://root@127.0.0.1:1/nowhere"])
         .output()
@@ -302,8 +292,7 @@ fn an_unreachable_database_stops_the_start_with_the_cause() {
 
 #[test]
 fn bad_arguments_are_user_errors_with_a_message() {
-    let out = assert_cmd::Command::cargo_bin("dialgate")
-        .unwrap()
+    let out = bare_cmd()
         .args(["serve", "--agi-allow", "not-an-ip"])
         .output()
         .unwrap();
@@ -312,8 +301,7 @@ fn bad_arguments_are_user_errors_with_a_message() {
 
     let busy = ServeProcess::start(&[], None);
     let data = tempfile::tempdir().unwrap();
-    let out = assert_cmd::Command::cargo_bin("dialgate")
-        .unwrap()
+    let out = bare_cmd()
         .args(["serve", "--agi-listen", &busy.addr.to_string()])
         .arg("--data-dir")
         .arg(data.path())

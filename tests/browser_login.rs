@@ -12,7 +12,8 @@
 //! first, then /usr/bin/chromedriver and /usr/bin/chromium, then `$PATH`. Missing
 //! binaries fail the test with that install command; the test never skips.
 //!
-//! The WebDriver client and the demo server process live in tests/common/browser.rs.
+//! The WebDriver session (fantoccini) and the demo server process live in
+//! tests/common/browser.rs.
 
 mod common;
 
@@ -63,14 +64,7 @@ fn credentials_line_parsing() {
 
 fn login_flow(wd: &WebDriver, base_url: &str, username: &str, password: &str, out: &Path) {
     // The page is served with a CSP that forbids inline script and style.
-    let (status, headers, _) = http_request(&base_url["http://".len()..], "GET", "/", None, &[])
-        .expect("GET / on the server");
-    assert_eq!(status, 200, "GET / answered {status}");
-    let csp = header(&headers, "content-security-policy").unwrap_or_default();
-    assert!(
-        csp.contains("default-src 'self'"),
-        "GET / must send Content-Security-Policy with default-src 'self'; got {csp:?}"
-    );
+    get_page(base_url, "/");
 
     wd.desktop();
     wd.goto(&format!("{base_url}/"));

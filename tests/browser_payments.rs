@@ -1,6 +1,6 @@
 //! The temporary passwords page (`/payments`, issue 5) in a real browser: headless
 //! Chromium driven through chromedriver's W3C WebDriver protocol, against the real
-//! `dialgate demo` server, with the WebDriver client of tests/common/browser.rs.
+//! `dialgate demo` server, with the WebDriver session of tests/common/browser.rs.
 //!
 //! Flow: the demo balance is topped up with the CLI; `/payments` without a session shows
 //! "Sign in first"; the owner signs in on `/` (simulated call), follows "Manage temporary
@@ -15,8 +15,9 @@
 mod common;
 
 use common::browser::*;
-use std::{path::Path, process::Command};
+use std::path::Path;
 
+use hyper::Method;
 use serde_json::json;
 
 // ------------------------------------------------------------------ the test
@@ -34,23 +35,19 @@ fn browser_temporary_passwords() {
 
 /// `dialgate --database-url <demo db> balance top-up --username demo --amount <amount>`.
 fn top_up(db: &Path, amount: &str) {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_dialgate"));
-    cmd.arg("--database-url").arg(db).args([
-        "balance",
-        "top-up",
-        "--username",
-        "demo",
-        "--amount",
-        amount,
-    ]);
-    for var in [
-        "DIALGATE_CONFIG",
-        "DIALGATE_DATABASE_URL",
-        "DIALGATE_DATA_DIR",
-    ] {
-        cmd.env_remove(var);
-    }
-    let out = cmd.output().expect("run dialgate balance top-up");
+    let out = common::db::bare_cmd()
+        .arg("--database-url")
+        .arg(db)
+        .args([
+            "balance",
+            "top-up",
+            "--username",
+            "demo",
+            "--amount",
+            amount,
+        ])
+        .output()
+        .expect("run dialgate balance top-up");
     assert!(
         out.status.success(),
         "dialgate balance top-up failed ({}):\n{}\n{}",
@@ -62,22 +59,14 @@ fn top_up(db: &Path, amount: &str) {
 
 fn payments_flow(wd: &WebDriver, server: &Server, out: &Path) {
     let base_url = &server.base_url;
-    let addr = &base_url["http://".len()..];
 
     // The page and its script are served with the same headers as the sign-in page.
     for (path, kind) in [
         ("/payments", "text/html"),
         ("/payments.js", "text/javascript"),
     ] {
-        let (status, headers, _) =
-            http_request(addr, "GET", path, None, &[]).expect("GET on the server");
-        assert_eq!(status, 200, "GET {path} answered {status}");
-        let csp = header(&headers, "content-security-policy").unwrap_or_default();
-        assert!(
-            csp.contains("default-src 'self'"),
-            "GET {path} must send Content-Security-Policy with default-src 'self'; got {csp:?}"
-        );
-        let ct = header(&headers, "content-type").unwrap_or_default();
+        let reply = get_page(base_url, path);
+        let ct = reply.header("content-type").unwrap_or_default();
         assert!(ct.starts_with(kind), "GET {path}: Content-Type {ct:?}");
     }
 
@@ -229,21 +218,22 @@ fn payments_flow(wd: &WebDriver, server: &Server, out: &Path) {
 
     // Pay 12.50 with it.
     let pay = |key: &str| {
-        http_request(
-            addr,
-            "POST",
-            "/v1/payments",
-            Some(&json!({"username": server.username, "password": password, "amount": 1250})),
-            &[("Idempotency-Key", key)],
+        request(
+            Method::POST,
+            &format!("{base_url}/v1/payments"),
+            &[
+                ("content-type", "application/json"),
+                ("Idempotency-Key", key),
+            ],
+            &json!({"username": server.username, "password": password, "amount": 1250}).to_string(),
         )
-        .expect("POST /v1/payments")
     };
-    let (status, _, body) = pay("browser-payments-1");
+    let reply = pay("browser-payments-1");
     assert_eq!(
-        status,
+        reply.status,
         200,
         "the payment must be approved: {}",
-        String::from_utf8_lossy(&body)
+        String::from_utf8_lossy(&reply.body)
     );
 
     // After a reload: no uses left, 7.50 of the limit left, the balance 87.50.
@@ -279,7 +269,7 @@ fn payments_flow(wd: &WebDriver, server: &Server, out: &Path) {
         "the status region must say it was revoked, got {:?}",
         wd.text("#status")
     );
-    let (status, _, _) = pay("browser-payments-2");
+    let status = pay("browser-payments-2").status;
     assert_ne!(status, 200, "a revoked password must not pay");
 
     // A change the server refuses (409): pause a second one in the page, revoke it
@@ -305,19 +295,17 @@ fn payments_flow(wd: &WebDriver, server: &Server, out: &Path) {
     });
     assert_eq!(wd.text(&format!("{row2} .tp-state")).trim(), "Paused");
     let cookie = wd.cookie("dialgate_session").expect("the session cookie");
-    let (status, _, body) = http_request(
-        addr,
-        "POST",
-        &format!("/v1/temp-passwords/{second}/revoke"),
-        None,
+    let reply = request(
+        Method::POST,
+        &format!("{base_url}/v1/temp-passwords/{second}/revoke"),
         &[("Cookie", &format!("dialgate_session={cookie}"))],
-    )
-    .expect("POST revoke");
+        "",
+    );
     assert_eq!(
-        status,
+        reply.status,
         200,
         "revoke with the session cookie: {}",
-        String::from_utf8_lossy(&body)
+        String::from_utf8_lossy(&reply.body)
     );
     wd.click(&format!("{row2} button[data-action=\"resume\"]"));
     wd.wait_until("\"Cannot do that now\"", || {

@@ -2,7 +2,7 @@
 //! password step over HTTP, `POST /v1/login/{id}/callback`, the scripted AMI server
 //! (tests/common/ami_server.rs, transcripts in fixtures/ami/callback/) receiving the
 //! Originate to the ENROLLED number with `DIALGATE_CHALLENGE`, and Asterisk's side of the
-//! answered leg played with `agi::peer` against the FastAGI script `confirm`.
+//! answered leg played with `agi::sim::peer` against the FastAGI script `confirm`.
 //! Also: a busy phone, AMI disabled or down, the rate limit, a body trying to redirect
 //! the call, and `/healthz` / `/metrics`.
 
@@ -14,16 +14,13 @@ use common::{
     ami_server::{AmiScript, ScriptedAmi},
     db::{bare_cmd, TestDb},
     free_port,
-    http::{http, send, Reply},
-    ServeProcess,
+    gate::{enroll, events, exchange, login, state, with_secret, Gate, Login, PHONE, USER},
+    http::{http, Reply},
 };
-use dialgate::agi::peer::{place_call, CallOutcome, CallSpec};
+use dialgate::agi::sim::peer::{place_call, CallOutcome, CallSpec};
 use hyper::{header, Method, StatusCode};
 use serde_json::{json, Value};
 
-const USER: &str = "alice";
-const PASSWORD: &str = "correct horse battery";
-const PHONE: &str = "+8613800138000";
 const DIALIN: &str = "+861055550100";
 const CALLER_ID: &str = "\"dialgate\" <+861055550100>";
 
@@ -35,82 +32,22 @@ fn script(name: &str) -> AmiScript {
     )
 }
 
-/// Enrolls alice with her phone through the CLI.
-fn enroll(db: &TestDb) {
-    db.enroll(USER, PHONE, "Alice", PASSWORD);
-}
-
-struct Gate {
-    process: ServeProcess,
-    http: String,
-}
-
-impl Gate {
-    /// `serve` on a fresh SQLite database holding alice; `ami` = the AMI address.
-    fn start(db: &TestDb, ami: Option<String>, extra: &[&str]) -> Gate {
-        enroll(db);
-        let mut args: Vec<String> = vec![
-            "--database-url".into(),
-            db.url(),
-            "--dialin-number".into(),
-            DIALIN.into(),
-            "--trusted-trunk".into(),
-            "PJSIP/carrier".into(),
-            "--insecure-cookies".into(),
-            "--callback-caller-id".into(),
-            CALLER_ID.into(),
-        ];
-        if let Some(ami) = ami {
-            args.extend([
-                "--ami-address".into(),
-                ami,
-                "--ami-username".into(),
-                "dialgate".into(),
-                "--ami-secret".into(),
-                "s3cret".into(),
-            ]);
-        }
-        args.extend(extra.iter().map(|s| s.to_string()));
-        let args: Vec<&str> = args.iter().map(String::as_str).collect();
-        let process = tokio::task::block_in_place(|| ServeProcess::start(&args, None));
-        let http = format!("http://{}", process.http_addr());
-        Gate { process, http }
+/// `serve` on a fresh SQLite database holding alice; `ami` = the AMI address.
+fn start(db: &TestDb, ami: Option<String>) -> Gate {
+    enroll(db);
+    let mut args: Vec<String> = vec!["--callback-caller-id".into(), CALLER_ID.into()];
+    if let Some(ami) = ami {
+        args.extend([
+            "--ami-address".into(),
+            ami,
+            "--ami-username".into(),
+            "dialgate".into(),
+            "--ami-secret".into(),
+            "s3cret".into(),
+        ]);
     }
-
-    fn url(&self, path: &str) -> String {
-        format!("{}{path}", self.http)
-    }
-
-    fn log(&self) -> String {
-        self.process.log_text()
-    }
-}
-
-struct Login {
-    id: String,
-    secret: String,
-}
-
-impl Login {
-    fn auth(&self) -> String {
-        format!("Bearer {}", self.secret)
-    }
-}
-
-async fn login(gate: &Gate) -> Login {
-    let reply = http(
-        Method::POST,
-        &gate.url("/v1/login"),
-        &[("content-type", "application/json")],
-        &json!({ "username": USER, "password": PASSWORD }).to_string(),
-    )
-    .await;
-    assert_eq!(reply.status, StatusCode::OK, "login: {:?}", reply.body);
-    let body = reply.json();
-    Login {
-        id: body["challenge_id"].as_str().unwrap().to_string(),
-        secret: body["secret"].as_str().unwrap().to_string(),
-    }
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    Gate::start(&db.url(), &[DIALIN], &args)
 }
 
 async fn callback_with(gate: &Gate, login: &Login, headers: &[(&str, &str)], body: &str) -> Reply {
@@ -124,23 +61,11 @@ async fn callback_with(gate: &Gate, login: &Login, headers: &[(&str, &str)], bod
 }
 
 async fn callback(gate: &Gate, login: &Login) -> Reply {
-    callback_with(gate, login, &[("authorization", &login.auth())], "").await
-}
-
-async fn state(gate: &Gate, login: &Login) -> Value {
-    let reply = http(
-        Method::GET,
-        &gate.url(&format!("/v1/login/{}", login.id)),
-        &[("authorization", &login.auth())],
-        "",
-    )
-    .await;
-    assert_eq!(reply.status, StatusCode::OK);
-    reply.json()
+    with_secret(gate, Method::POST, login, "/callback").await
 }
 
 async fn health(gate: &Gate) -> Value {
-    let reply = http(Method::GET, &gate.url("/healthz"), &[], "").await;
+    let reply = gate.healthz().await;
     assert_eq!(reply.status, StatusCode::OK, "{:?}", reply.body);
     reply.json()
 }
@@ -159,23 +84,6 @@ async fn wait_ami(gate: &Gate, wanted: &str) -> Value {
             gate.log()
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
-
-use common::sse::SseReader as Sse;
-
-impl Sse {
-    async fn open(gate: &Gate, login: &Login) -> Sse {
-        let response = send(
-            Method::GET,
-            &gate.url(&format!("/v1/login/{}/events", login.id)),
-            &[("authorization", &login.auth())],
-            "",
-            Duration::from_secs(20),
-        )
-        .await;
-        assert_eq!(response.status(), StatusCode::OK);
-        Sse::new(response.into_body())
     }
 }
 
@@ -218,6 +126,31 @@ async fn originate_seen(ami: &ScriptedAmi, login: &Login) {
     );
 }
 
+/// A scripted AMI server playing `fixture` (in fixtures/ami/callback/), `serve` on a
+/// fresh SQLite database connected to it, and what `/healthz` said once it was.
+async fn with_ami(fixture: &str) -> (ScriptedAmi, TestDb, Gate, Value) {
+    let ami = ScriptedAmi::start(vec![script(fixture)]).await;
+    let db = TestDb::sqlite();
+    let gate = start(&db, Some(ami.addr.to_string()));
+    let healthz = wait_ami(&gate, "connected").await;
+    (ami, db, gate, healthz)
+}
+
+/// Asks for the call-back, which is accepted, and checks the Originate it sent.
+async fn called_back(gate: &Gate, ami: &ScriptedAmi, login: &Login) -> Reply {
+    let reply = callback(gate, login).await;
+    assert_eq!(reply.status, StatusCode::ACCEPTED, "{:?}", reply.body);
+    originate_seen(ami, login).await;
+    reply
+}
+
+/// Asks for the call-back, which cannot be placed: 503 `callback_unavailable`.
+async fn callback_unavailable(gate: &Gate, login: &Login) {
+    let reply = callback(gate, login).await;
+    assert_eq!(reply.status, StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(reply.json()["error"], "callback_unavailable");
+}
+
 fn metric(text: &str, name: &str) -> Option<f64> {
     text.lines()
         .find(|l| l.starts_with(name) && l[name.len()..].starts_with(' '))
@@ -230,14 +163,11 @@ fn metric(text: &str, name: &str) -> Option<f64> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn answered_callback_and_1_signs_in() {
-    let ami = ScriptedAmi::start(vec![script("originate-answered.ami")]).await;
-    let db = TestDb::sqlite();
-    let gate = Gate::start(&db, Some(ami.addr.to_string()), &[]);
-    let healthz = wait_ami(&gate, "connected").await;
+    let (ami, db, gate, healthz) = with_ami("originate-answered.ami").await;
     assert_eq!(healthz["status"], "ok");
     assert!(healthz["ami"]["since"].as_str().unwrap().ends_with('Z'));
     let login = login(&gate).await;
-    let mut sse = Sse::open(&gate, &login).await;
+    let mut sse = events(&gate, &login).await;
     assert_eq!(sse.next(Duration::from_secs(5)).await.0, "pending");
 
     // No secret: nothing to call.
@@ -257,11 +187,9 @@ async fn answered_callback_and_1_signs_in() {
     assert_eq!(redirected.status, StatusCode::BAD_REQUEST);
     assert_eq!(ami.received().len(), 6, "only the Login reached AMI");
 
-    let reply = callback(&gate, &login).await;
-    assert_eq!(reply.status, StatusCode::ACCEPTED, "{:?}", reply.body);
+    let reply = called_back(&gate, &ami, &login).await;
     assert_eq!(reply.json()["status"], "calling");
     assert_eq!(reply.json()["phone_hint"], "•••• 8000");
-    originate_seen(&ami, &login).await;
 
     // A second call-back right away: rate limited (per account and per number).
     let again = callback(&gate, &login).await;
@@ -291,13 +219,7 @@ async fn answered_callback_and_1_signs_in() {
     let (event, _) = sse.next(Duration::from_secs(5)).await;
     assert_eq!(event, "verified");
     assert_eq!(state(&gate, &login).await["state"], "verified");
-    let session = http(
-        Method::POST,
-        &gate.url(&format!("/v1/login/{}/session", login.id)),
-        &[("authorization", &login.auth())],
-        "",
-    )
-    .await;
+    let session = exchange(&gate, &login).await;
     assert_eq!(session.status, StatusCode::OK, "{:?}", session.body);
     assert_eq!(session.json()["username"], USER);
 
@@ -305,7 +227,7 @@ async fn answered_callback_and_1_signs_in() {
     let replay = confirm_call(&gate, &login.id, Some("1")).await;
     assert_eq!(replay.result.as_deref(), Some("no_pending"));
 
-    let metrics = http(Method::GET, &gate.url("/metrics"), &[], "").await;
+    let metrics = gate.get("/metrics").await;
     let text = String::from_utf8_lossy(&metrics.body).into_owned();
     for (name, value) in [
         ("dialgate_callbacks_total{outcome=\"requested\"}", 1.0),
@@ -323,38 +245,23 @@ async fn answered_callback_and_1_signs_in() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn answered_callback_and_2_refuses() {
-    let ami = ScriptedAmi::start(vec![script("originate-answered.ami")]).await;
-    let db = TestDb::sqlite();
-    let gate = Gate::start(&db, Some(ami.addr.to_string()), &[]);
-    wait_ami(&gate, "connected").await;
+    let (ami, _db, gate, _) = with_ami("originate-answered.ami").await;
     let login = login(&gate).await;
-    let reply = callback(&gate, &login).await;
-    assert_eq!(reply.status, StatusCode::ACCEPTED, "{:?}", reply.body);
-    originate_seen(&ami, &login).await;
+    called_back(&gate, &ami, &login).await;
     let outcome = confirm_call(&gate, &login.id, Some("2")).await;
     assert_eq!(outcome.result.as_deref(), Some("refused"), "{outcome:?}");
     let status = state(&gate, &login).await;
     assert_eq!(status["state"], "failed");
     assert_eq!(status["reason"], "callback_refused");
-    let session = http(
-        Method::POST,
-        &gate.url(&format!("/v1/login/{}/session", login.id)),
-        &[("authorization", &login.auth())],
-        "",
-    )
-    .await;
+    let session = exchange(&gate, &login).await;
     assert_eq!(session.status, StatusCode::GONE);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn silence_on_the_answered_callback_refuses() {
-    let ami = ScriptedAmi::start(vec![script("originate-answered.ami")]).await;
-    let db = TestDb::sqlite();
-    let gate = Gate::start(&db, Some(ami.addr.to_string()), &[]);
-    wait_ami(&gate, "connected").await;
+    let (ami, _db, gate, _) = with_ami("originate-answered.ami").await;
     let login = login(&gate).await;
-    assert_eq!(callback(&gate, &login).await.status, StatusCode::ACCEPTED);
-    originate_seen(&ami, &login).await;
+    called_back(&gate, &ami, &login).await;
     let outcome = confirm_call(&gate, &login.id, None).await;
     assert_eq!(outcome.result.as_deref(), Some("refused"), "{outcome:?}");
     assert_eq!(state(&gate, &login).await["reason"], "callback_refused");
@@ -362,19 +269,14 @@ async fn silence_on_the_answered_callback_refuses() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn busy_phone_fails_the_login_with_the_reason() {
-    let ami = ScriptedAmi::start(vec![script("originate-busy.ami")]).await;
-    let db = TestDb::sqlite();
-    let gate = Gate::start(&db, Some(ami.addr.to_string()), &[]);
-    wait_ami(&gate, "connected").await;
+    let (ami, _db, gate, _) = with_ami("originate-busy.ami").await;
     let login = login(&gate).await;
-    let mut sse = Sse::open(&gate, &login).await;
+    let mut sse = events(&gate, &login).await;
     assert_eq!(sse.next(Duration::from_secs(5)).await.0, "pending");
-    let reply = callback(&gate, &login).await;
-    assert_eq!(reply.status, StatusCode::ACCEPTED, "{:?}", reply.body);
+    called_back(&gate, &ami, &login).await;
     let (event, data) = sse.next(Duration::from_secs(10)).await;
     assert_eq!(event, "failed", "{data}");
     assert_eq!(data["reason"], "callback_busy");
-    originate_seen(&ami, &login).await;
     let status = state(&gate, &login).await;
     assert_eq!(status["reason"], "callback_busy");
     // A late confirm call for it changes nothing.
@@ -386,14 +288,12 @@ async fn busy_phone_fails_the_login_with_the_reason() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ami_disabled_answers_503_and_health_says_disabled() {
     let db = TestDb::sqlite();
-    let gate = Gate::start(&db, None, &[]);
+    let gate = start(&db, None);
     let healthz = health(&gate).await;
     assert_eq!(healthz["status"], "ok");
     assert_eq!(healthz["ami"], "disabled");
     let login = login(&gate).await;
-    let reply = callback(&gate, &login).await;
-    assert_eq!(reply.status, StatusCode::SERVICE_UNAVAILABLE);
-    assert_eq!(reply.json()["error"], "callback_unavailable");
+    callback_unavailable(&gate, &login).await;
     // No call-back was placed: `confirm` cannot verify the login.
     let outcome = confirm_call(&gate, &login.id, Some("1")).await;
     assert_eq!(outcome.result.as_deref(), Some("no_pending"));
@@ -404,16 +304,14 @@ async fn ami_disabled_answers_503_and_health_says_disabled() {
 async fn ami_link_down_answers_503_and_health_says_reconnecting() {
     let db = TestDb::sqlite();
     // Nothing listens there.
-    let gate = Gate::start(&db, Some(free_port().to_string()), &[]);
+    let gate = start(&db, Some(free_port().to_string()));
     let healthz = wait_ami(&gate, "reconnecting").await;
     assert_eq!(
         healthz["status"], "ok",
         "AMI never makes the node unhealthy"
     );
     let login = login(&gate).await;
-    let reply = callback(&gate, &login).await;
-    assert_eq!(reply.status, StatusCode::SERVICE_UNAVAILABLE);
-    assert_eq!(reply.json()["error"], "callback_unavailable");
+    callback_unavailable(&gate, &login).await;
     assert_eq!(state(&gate, &login).await["state"], "pending");
 }
 

@@ -14,26 +14,11 @@ use std::{
     process::{Output, Stdio},
 };
 
-use common::db::TestDb;
+use common::db::{dialgate_command, expect, on_both_backends, stderr, stdout, TestDb};
 use dialgate::store::schema::accounts;
 use diesel::prelude::*;
 use serde_json::Value;
 use sha2::{Digest, Sha256};
-
-/// Runs `$scenario(&TestDb)` once per backend, as tests named `$sqlite` and `$mysql`.
-macro_rules! on_both_backends {
-    ($($scenario:ident => $sqlite:ident, $mysql:ident;)*) => {$(
-        #[test]
-        fn $sqlite() {
-            $scenario(&TestDb::sqlite());
-        }
-
-        #[test]
-        fn $mysql() {
-            $scenario(&TestDb::mysql());
-        }
-    )*};
-}
 
 on_both_backends! {
     scenario_enroll_with_documents => enroll_with_documents_sqlite, enroll_with_documents_mysql;
@@ -60,29 +45,6 @@ fn fixture(name: &str) -> PathBuf {
 
 fn sha256_of(path: &Path) -> String {
     hex::encode(Sha256::digest(std::fs::read(path).unwrap()))
-}
-
-fn stdout(output: &Output) -> String {
-    String::from_utf8_lossy(&output.stdout).into_owned()
-}
-
-fn stderr(output: &Output) -> String {
-    String::from_utf8_lossy(&output.stderr).into_owned()
-}
-
-/// Checks the exit code and that `stream` says `needle`, with everything in the message.
-#[track_caller]
-fn expect(output: &Output, code: i32, needle: &str) {
-    let (out, err) = (stdout(output), stderr(output));
-    assert_eq!(
-        output.status.code(),
-        Some(code),
-        "expected exit {code}\nstdout:\n{out}\nstderr:\n{err}"
-    );
-    assert!(
-        out.contains(needle) || err.contains(needle),
-        "expected {needle:?} in the output\nstdout:\n{out}\nstderr:\n{err}"
-    );
 }
 
 /// A user error: exit 1 and `needle` on stderr, nothing on stdout.
@@ -117,6 +79,17 @@ fn enroll(
         .unwrap()
 }
 
+/// Enrolls `username` (phone 13800138000) with an ID scan and a photo.
+fn enroll_with_documents(db: &TestDb, username: &str, id_scan: &Path, photo: &Path) -> Output {
+    let documents = [
+        "--id-scan",
+        id_scan.to_str().unwrap(),
+        "--photo",
+        photo.to_str().unwrap(),
+    ];
+    enroll(db, &[], username, "13800138000", &documents, PASSWORD)
+}
+
 /// Enrolls a user with no documents and checks it worked.
 fn enroll_ok(db: &TestDb, username: &str, phone: &str) {
     let out = enroll(db, &[], username, phone, &[], PASSWORD);
@@ -129,14 +102,26 @@ fn run(db: &TestDb, args: &[&str]) -> Output {
 
 /// `--json <args>`, which must succeed, parsed.
 fn json(db: &TestDb, args: &[&str]) -> Value {
+    json_expect(db, args, 0, "")
+}
+
+/// `--json <args>`, which must exit with `code` and say `needle`, parsed.
+fn json_expect(db: &TestDb, args: &[&str], code: i32, needle: &str) -> Value {
     let out = db.cmd().arg("--json").args(args).output().unwrap();
-    expect(&out, 0, "");
+    expect(&out, code, needle);
     serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
         panic!(
             "--json {args:?} printed invalid JSON ({e}):\n{}",
             stdout(&out)
         )
     })
+}
+
+/// Writes `contents` to `dir/name`; the path, for the command line.
+fn write_file(dir: &Path, name: &str, contents: &str) -> String {
+    let path = dir.join(name);
+    std::fs::write(&path, contents).unwrap();
+    path.to_str().unwrap().to_string()
 }
 
 fn show_json(db: &TestDb, username: &str) -> Value {
@@ -153,6 +138,18 @@ fn document(kind: &str, media_type: &str, path: &Path) -> Value {
     })
 }
 
+/// An account (as `--json accounts list` or `show` prints it) has this one phone and
+/// these document summaries.
+#[track_caller]
+fn assert_phone_and_documents(account: &Value, phone: &str, documents: &[Value]) {
+    assert_eq!(account["phones"], serde_json::json!([phone]), "{account}");
+    assert_eq!(
+        account["documents"],
+        Value::Array(documents.to_vec()),
+        "{account}"
+    );
+}
+
 // ---------------------------------------------------------------------------------------
 // 1. Enrollment with documents; phone numbers normalised to E.164
 // ---------------------------------------------------------------------------------------
@@ -163,19 +160,7 @@ fn scenario_enroll_with_documents(db: &TestDb) {
     let png = fixture("photo-1x1.png");
 
     // National form in the default region (CN).
-    let out = enroll(
-        db,
-        &[],
-        "Alice",
-        "13800138000",
-        &[
-            "--id-scan",
-            pdf.to_str().unwrap(),
-            "--photo",
-            png.to_str().unwrap(),
-        ],
-        PASSWORD,
-    );
+    let out = enroll_with_documents(db, "Alice", &pdf, &png);
     expect(&out, 0, "enrolled alice (Alice Example), active");
     let text = stdout(&out);
     assert!(text.contains("phone: +8613800138000"), "{text}");
@@ -222,26 +207,20 @@ fn scenario_enroll_with_documents(db: &TestDb) {
     let list = list.as_array().expect("a JSON array");
     assert_eq!(list.len(), 2, "{list:?}");
     let (alice, bob) = (&list[0], &list[1]);
-    assert_eq!(alice["username"], "alice");
     assert_eq!(alice["display_name"], "Alice Example");
     assert_eq!(alice["status"], "active");
-    assert_eq!(alice["phones"], serde_json::json!(["+8613800138000"]));
-    assert_eq!(
-        alice["documents"],
-        serde_json::json!([
-            document("id_scan", "application/pdf", &pdf),
+    for (account, username, phone, id_scan) in [
+        (alice, "alice", "+8613800138000", ("application/pdf", &pdf)),
+        (bob, "bob", "+12015550123", ("image/jpeg", &jpeg)),
+    ] {
+        assert_eq!(account["username"], username);
+        let (scan_type, scan) = id_scan;
+        let documents = [
+            document("id_scan", scan_type, scan),
             document("photo", "image/png", &png),
-        ])
-    );
-    assert_eq!(bob["username"], "bob");
-    assert_eq!(bob["phones"], serde_json::json!(["+12015550123"]));
-    assert_eq!(
-        bob["documents"],
-        serde_json::json!([
-            document("id_scan", "image/jpeg", &jpeg),
-            document("photo", "image/png", &png),
-        ])
-    );
+        ];
+        assert_phone_and_documents(account, phone, &documents);
+    }
     assert!(alice["id"].as_i64().unwrap() != bob["id"].as_i64().unwrap());
     assert!(alice["created_at_ms"].as_i64().unwrap() > 1_600_000_000_000);
 
@@ -278,8 +257,7 @@ fn scenario_duplicate_username(db: &TestDb) {
         assert_eq!(db.counts(), before, "nothing new written for {username:?}");
     }
     let carol = show_json(db, "carol");
-    assert_eq!(carol["phones"], serde_json::json!(["+8613800138000"]));
-    assert_eq!(carol["documents"], serde_json::json!([]));
+    assert_phone_and_documents(&carol, "+8613800138000", &[]);
 }
 
 // ---------------------------------------------------------------------------------------
@@ -288,13 +266,7 @@ fn scenario_duplicate_username(db: &TestDb) {
 
 /// Starts `dialgate enroll` as its own process, the password already on its stdin.
 fn spawn_enroll(db: &TestDb, username: &str, phone: &str) -> std::process::Child {
-    let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_dialgate"));
-    for (key, _) in std::env::vars_os() {
-        if key.to_string_lossy().starts_with("DIALGATE_") {
-            command.env_remove(key);
-        }
-    }
-    let mut child = command
+    let mut child = dialgate_command()
         .args([
             "--database-url",
             &db.url(),
@@ -542,19 +514,7 @@ fn scenario_invalid_enrollments(db: &TestDb) {
 
 fn scenario_manage_account(db: &TestDb) {
     let (pdf, png) = (fixture("id-scan.pdf"), fixture("photo-1x1.png"));
-    let out = enroll(
-        db,
-        &[],
-        "frank",
-        "13800138000",
-        &[
-            "--id-scan",
-            pdf.to_str().unwrap(),
-            "--photo",
-            png.to_str().unwrap(),
-        ],
-        PASSWORD,
-    );
+    let out = enroll_with_documents(db, "frank", &pdf, &png);
     expect(&out, 0, "enrolled frank");
     enroll_ok(db, "grace", "13900139000");
     assert_eq!(db.counts(), [2, 2, 2, 2]);
@@ -596,12 +556,14 @@ fn scenario_manage_account(db: &TestDb) {
     };
     let old_hash = hash_of("frank");
     assert!(dialgate::auth::passwords::verify(PASSWORD, &old_hash));
-    let out = db
-        .cmd()
-        .args(["accounts", "set-password", "frank", "--password-stdin"])
-        .write_stdin("a brand new secret\n")
-        .output()
-        .unwrap();
+    let set_password = |password: &str| {
+        db.cmd()
+            .args(["accounts", "set-password", "frank", "--password-stdin"])
+            .write_stdin(format!("{password}\n"))
+            .output()
+            .unwrap()
+    };
+    let out = set_password("a brand new secret");
     expect(&out, 0, "frank (frank Example), active");
     let new_hash = hash_of("frank");
     assert!(new_hash.starts_with("$argon2id$"), "{new_hash}");
@@ -611,12 +573,7 @@ fn scenario_manage_account(db: &TestDb) {
     ));
     assert!(!dialgate::auth::passwords::verify(PASSWORD, &new_hash));
     // A weak one is refused and changes nothing.
-    let out = db
-        .cmd()
-        .args(["accounts", "set-password", "frank", "--password-stdin"])
-        .write_stdin("FRANK\n")
-        .output()
-        .unwrap();
+    let out = set_password("FRANK");
     expect_user_error(&out, "the password is too short");
     assert_eq!(hash_of("frank"), new_hash);
 
@@ -697,9 +654,9 @@ fn scenario_import_csv(db: &TestDb) {
     // Already enrolled before the import: its row must be refused.
     enroll_ok(db, "erin", "13800138009");
 
-    let csv = dir.join("users.csv");
-    std::fs::write(
-        &csv,
+    let csv = write_file(
+        dir,
+        "users.csv",
         "username,name,phone,password,id_scan,photo\n\
          ann,Ann Anders,13800138001,password-ann,id.pdf,photo.png\n\
          ben,Ben Brown,+1 201 555 0124,password-ben,id.jpg,\n\
@@ -710,9 +667,8 @@ fn scenario_import_csv(db: &TestDb) {
          ERIN,Erin Again,13800138004,password-erin,,\n\
          nodoc,No Document,13800138005,password-nodoc,missing.pdf,\n\
          dan,Dan Deng,13800138006,password-dan,,photo.png\n",
-    )
-    .unwrap();
-    let out = run(db, &["import", csv.to_str().unwrap()]);
+    );
+    let out = run(db, &["import", &csv]);
     expect(&out, 1, "imported 4 of 9 rows");
     assert!(
         stderr(&out).contains("5 rows were not imported"),
@@ -769,19 +725,18 @@ fn scenario_import_csv(db: &TestDb) {
     };
     let ann = by_name("ann");
     assert_eq!(ann["display_name"], "Ann Anders");
-    assert_eq!(ann["phones"], serde_json::json!(["+8613800138001"]));
-    assert_eq!(
-        ann["documents"],
-        serde_json::json!([
+    assert_phone_and_documents(
+        &ann,
+        "+8613800138001",
+        &[
             document("id_scan", "application/pdf", &dir.join("id.pdf")),
             document("photo", "image/png", &dir.join("photo.png")),
-        ])
+        ],
     );
-    let ben = by_name("ben");
-    assert_eq!(ben["phones"], serde_json::json!(["+12015550124"]));
-    assert_eq!(
-        ben["documents"],
-        serde_json::json!([document("id_scan", "image/jpeg", &dir.join("id.jpg"))])
+    assert_phone_and_documents(
+        &by_name("ben"),
+        "+12015550124",
+        &[document("id_scan", "image/jpeg", &dir.join("id.jpg"))],
     );
     assert_eq!(by_name("cat")["documents"], serde_json::json!([]));
     assert_eq!(
@@ -793,24 +748,16 @@ fn scenario_import_csv(db: &TestDb) {
 
     // --json: {imported, failed: [{line, username, error}]}. A username twice in one file
     // goes in once; which of the two rows wins depends on which finishes hashing first.
-    let csv = dir.join("more.csv");
-    std::fs::write(
-        &csv,
+    let csv = write_file(
+        dir,
+        "more.csv",
         "username,name,phone,password\n\
          fay,Fay One,13800138010,password-fay1\n\
          fay,Fay Two,13800138011,password-fay2\n\
          gus,Gus,abc,password-gus\n\
          hal,Hal,13800138012,password-hal\n",
-    )
-    .unwrap();
-    let out = db
-        .cmd()
-        .args(["--json", "import", csv.to_str().unwrap()])
-        .output()
-        .unwrap();
-    expect(&out, 1, "2 rows were not imported");
-    let report: Value = serde_json::from_slice(&out.stdout)
-        .unwrap_or_else(|e| panic!("invalid JSON ({e}):\n{}", stdout(&out)));
+    );
+    let report = json_expect(db, &["import", &csv], 1, "2 rows were not imported");
     assert_eq!(report["imported"], 2, "{report}");
     let failed = report["failed"].as_array().unwrap();
     assert_eq!(failed.len(), 2, "{report}");
@@ -833,19 +780,12 @@ fn scenario_import_csv(db: &TestDb) {
     assert_eq!(db.count("accounts"), 7);
 
     // A clean file: exit 0.
-    let csv = dir.join("clean.csv");
-    std::fs::write(
-        &csv,
+    let csv = write_file(
+        dir,
+        "clean.csv",
         "username,name,phone,password\nivy,Ivy,13800138013,password-ivy\n",
-    )
-    .unwrap();
-    let out = db
-        .cmd()
-        .args(["--json", "import", csv.to_str().unwrap()])
-        .output()
-        .unwrap();
-    expect(&out, 0, "");
-    let report: Value = serde_json::from_slice(&out.stdout).unwrap();
+    );
+    let report = json(db, &["import", &csv]);
     assert_eq!(report, serde_json::json!({ "imported": 1, "failed": [] }));
 
     // A file that is not there.

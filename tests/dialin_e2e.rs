@@ -1,6 +1,6 @@
 //! The whole dial-in login as a user and Asterisk see it, against the real `dialgate
 //! serve` binary on SQLite and on MariaDB: username and password over HTTP, then a real
-//! FastAGI call to `verify` (played by `agi::peer`), then the session cookie and
+//! FastAGI call to `verify` (played by `agi::sim::peer`), then the session cookie and
 //! forward-auth. Also: the refusals (wrong caller, wrong number, withheld, untrusted
 //! trunk, expired, replay, missing secret, wrong code, invalid number), the database
 //! going away mid-flow (fail closed, then recover) and two nodes sharing one database.
@@ -13,36 +13,22 @@ use std::{
     time::{Duration, Instant},
 };
 
-use bytes::Bytes;
 use common::{
-    db::{Backend, TestDb},
+    db::{on_both_backends, Backend, TestDb},
     free_port,
-    http::{http, send, Reply},
-    ServeProcess,
+    gate::{enroll, events, exchange, exchange_with, login_reply, state, Gate, Login, PHONE, USER},
+    http::{http, Reply},
 };
-use dialgate::agi::{
+use dialgate::agi::sim::{
     peer::{place_call, place_call_observed, CallOutcome, CallSpec},
     transcript::Direction,
 };
-use hyper::{header, Method, StatusCode};
-use serde_json::{json, Value};
+use hyper::{Method, StatusCode};
+use serde_json::json;
 use tokio::{net::TcpListener, sync::watch};
 
-macro_rules! on_both_backends {
-    ($($scenario:ident => $sqlite:ident, $mysql:ident;)*) => {$(
-        #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-        async fn $sqlite() {
-            $scenario(&TestDb::sqlite()).await;
-        }
-
-        #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-        async fn $mysql() {
-            $scenario(&TestDb::mysql()).await;
-        }
-    )*};
-}
-
 on_both_backends! {
+    async
     scenario_success => success_sqlite, success_mysql;
     scenario_wrong_caller_or_number => wrong_caller_or_number_sqlite, wrong_caller_or_number_mysql;
     scenario_withheld => withheld_sqlite, withheld_mysql;
@@ -68,149 +54,20 @@ async fn two_nodes_share_the_database_mysql() {
 // Helpers
 // ---------------------------------------------------------------------------------------
 
-const USER: &str = "alice";
-const PASSWORD: &str = "correct horse battery";
-const PHONE: &str = "+8613800138000";
 const OTHER_PHONE: &str = "+8613900139000";
 const POOL: [&str; 2] = ["+861055550100", "+861055550101"];
 const CHANNEL: &str = "PJSIP/carrier-0000001a";
 const SIGNAL_KEY: &str = "a signal key the two nodes share, 32+";
 
-/// Enrolls alice with her phone through the CLI.
-fn enroll(db: &TestDb) {
-    db.enroll(USER, PHONE, "Alice", PASSWORD);
-}
-
-/// The serve flags every scenario uses, then `extra`.
-fn serve_args(database_url: &str, extra: &[&str]) -> Vec<String> {
-    let mut args: Vec<String> = vec!["--database-url".into(), database_url.into()];
-    for number in POOL {
-        args.extend(["--dialin-number".into(), number.into()]);
-    }
-    args.extend(
-        ["--trusted-trunk", "PJSIP/carrier", "--insecure-cookies"]
-            .iter()
-            .chain(extra)
-            .map(|s| s.to_string()),
-    );
-    args
-}
-
-/// A running `dialgate serve`: its HTTP base URL and FastAGI address.
-struct Gate {
-    process: ServeProcess,
-    http: String,
-    agi: SocketAddr,
-}
-
-impl Gate {
-    /// `serve` on `database_url` with the common flags and `extra`.
-    fn start(database_url: &str, extra: &[&str]) -> Gate {
-        let args = serve_args(database_url, extra);
-        let args: Vec<&str> = args.iter().map(String::as_str).collect();
-        tokio::task::block_in_place(|| Gate::from(ServeProcess::start(&args, None)))
-    }
-
-    /// Like [`Gate::start`], on a chosen HTTP address.
-    fn start_on(database_url: &str, http: SocketAddr, extra: &[&str]) -> Gate {
-        let args = serve_args(database_url, extra);
-        let args: Vec<&str> = args.iter().map(String::as_str).collect();
-        tokio::task::block_in_place(|| Gate::from(ServeProcess::start_with_http(&args, http)))
-    }
-
-    fn from(process: ServeProcess) -> Gate {
-        let http = format!("http://{}", process.http_addr());
-        let agi = process.addr;
-        Gate { process, http, agi }
-    }
-
-    fn url(&self, path: &str) -> String {
-        format!("{}{path}", self.http)
-    }
-
-    fn log(&self) -> String {
-        self.process.log_text()
-    }
-}
-
-async fn login_reply(gate: &Gate) -> Reply {
-    http(
-        Method::POST,
-        &gate.url("/v1/login"),
-        &[("content-type", "application/json")],
-        &json!({ "username": USER, "password": PASSWORD }).to_string(),
-    )
-    .await
-}
-
-/// A login started over HTTP: what the page got back.
-struct Login {
-    id: String,
-    secret: String,
-    dial_number: String,
-    code: Option<String>,
-}
-
-impl Login {
-    fn auth(&self) -> String {
-        format!("Bearer {}", self.secret)
-    }
-}
-
+/// Starts alice's login, which must get a number from the pool.
 async fn login(gate: &Gate) -> Login {
-    let reply = login_reply(gate).await;
-    assert_eq!(reply.status, StatusCode::OK, "login: {:?}", reply.body);
-    let body = reply.json();
-    let login = Login {
-        id: body["challenge_id"].as_str().unwrap().to_string(),
-        secret: body["secret"].as_str().unwrap().to_string(),
-        dial_number: body["dial_number"].as_str().unwrap().to_string(),
-        code: body["code"].as_str().map(str::to_string),
-    };
+    let login = common::gate::login(gate).await;
     assert!(
         POOL.contains(&login.dial_number.as_str()),
         "dial number {} is from the pool",
         login.dial_number
     );
     login
-}
-
-/// GET /v1/login/{id} with the secret: (HTTP status, body).
-async fn status(gate: &Gate, login: &Login) -> (StatusCode, Value) {
-    let reply = http(
-        Method::GET,
-        &gate.url(&format!("/v1/login/{}", login.id)),
-        &[("authorization", &login.auth())],
-        "",
-    )
-    .await;
-    let body = if reply.status == StatusCode::OK {
-        reply.json()
-    } else {
-        Value::Null
-    };
-    (reply.status, body)
-}
-
-async fn state(gate: &Gate, login: &Login) -> Value {
-    let (code, body) = status(gate, login).await;
-    assert_eq!(code, StatusCode::OK, "status of {}", login.id);
-    body
-}
-
-/// POST /v1/login/{id}/session with these headers.
-async fn exchange_with(gate: &Gate, login: &Login, headers: &[(&str, &str)]) -> Reply {
-    http(
-        Method::POST,
-        &gate.url(&format!("/v1/login/{}/session", login.id)),
-        headers,
-        "",
-    )
-    .await
-}
-
-async fn exchange(gate: &Gate, login: &Login) -> Reply {
-    exchange_with(gate, login, &[("authorization", &login.auth())]).await
 }
 
 /// GET /v1/auth with a session cookie (or none).
@@ -242,25 +99,12 @@ async fn open_session(gate: &Gate, login: &Login) -> String {
     token
 }
 
-use common::sse::SseReader as Sse;
-
-impl Sse {
-    async fn open(gate: &Gate, login: &Login) -> Sse {
-        let response = send(
-            Method::GET,
-            &gate.url(&format!("/v1/login/{}/events", login.id)),
-            &[("authorization", &login.auth())],
-            Bytes::new(),
-            Duration::from_secs(10),
-        )
-        .await;
-        assert_eq!(response.status(), StatusCode::OK);
-        assert_eq!(
-            response.headers()[header::CONTENT_TYPE],
-            "text/event-stream"
-        );
-        Sse::new(response.into_body())
-    }
+/// The exchange is refused as gone (410), without a session cookie.
+async fn exchange_gone(gate: &Gate, login: &Login) -> Reply {
+    let reply = exchange(gate, login).await;
+    assert_eq!(reply.status, StatusCode::GONE, "{:?}", reply.body);
+    assert!(reply.cookie("dialgate_session").is_none());
+    reply
 }
 
 /// The call Asterisk makes on the trusted trunk: caller, dialled number as `${EXTEN}`.
@@ -295,7 +139,7 @@ async fn verdict(gate: &Gate, spec: &CallSpec) -> String {
 /// A database already holding alice, and `serve` on it.
 fn setup(db: &TestDb, extra: &[&str]) -> Gate {
     enroll(db);
-    Gate::start(&db.url(), extra)
+    Gate::start(&db.url(), &POOL, extra)
 }
 
 /// The `call` audit rows with this verdict that name this challenge.
@@ -326,7 +170,7 @@ async fn scenario_success(db: &TestDb) {
     let gate = setup(db, &[]);
     let started = Instant::now();
     let login = login(&gate).await;
-    let mut sse = Sse::open(&gate, &login).await;
+    let mut sse = events(&gate, &login).await;
     let (event, data) = sse.next(Duration::from_secs(5)).await;
     assert_eq!(
         (event.as_str(), &data["state"]),
@@ -473,9 +317,7 @@ async fn scenario_expired(db: &TestDb) {
     let spec = call_from(Some(PHONE), &login.dial_number);
     assert_eq!(verdict(&gate, &spec).await, "no_pending");
     assert_eq!(state(&gate, &login).await["state"], "expired");
-    let reply = exchange(&gate, &login).await;
-    assert_eq!(reply.status, StatusCode::GONE, "{:?}", reply.body);
-    assert!(reply.cookie("dialgate_session").is_none());
+    exchange_gone(&gate, &login).await;
     assert_eq!(db.count("sessions"), 0);
 }
 
@@ -492,10 +334,8 @@ async fn scenario_replay(db: &TestDb) {
     open_session(&gate, &login).await;
 
     assert_eq!(verdict(&gate, &spec).await, "no_pending");
-    let again = exchange(&gate, &login).await;
-    assert_eq!(again.status, StatusCode::GONE, "{:?}", again.body);
+    let again = exchange_gone(&gate, &login).await;
     assert_eq!(again.json()["error"], "gone");
-    assert!(again.cookie("dialgate_session").is_none());
     assert_eq!(db.count("sessions"), 1);
 }
 
@@ -566,7 +406,7 @@ async fn scenario_code_mode(db: &TestDb) {
         .bytes()
         .map(|b| char::from(b'0' + (b - b'0' + 1) % 10))
         .collect();
-    let mut sse = Sse::open(&gate, &second).await;
+    let mut sse = events(&gate, &second).await;
     assert_eq!(sse.next(Duration::from_secs(5)).await.0, "pending");
     let spec = CallSpec {
         digits: Some(wrong),
@@ -689,9 +529,9 @@ async fn scenario_database_stops(db: &TestDb) {
     let (upstream, _) = mysql_via(&db.url(), "127.0.0.1:1".parse().unwrap());
     let proxy = DbProxy::start(upstream).await;
     let (_, via_proxy) = mysql_via(&db.url(), proxy.addr);
-    let gate = Gate::start(&via_proxy, &[]);
+    let gate = Gate::start(&via_proxy, &POOL, &[]);
 
-    let health = http(Method::GET, &gate.url("/healthz"), &[], "").await;
+    let health = gate.healthz().await;
     assert_eq!(health.status, StatusCode::OK);
     let login = login(&gate).await;
     let spec = call_from(Some(PHONE), &login.dial_number);
@@ -720,7 +560,7 @@ async fn scenario_database_stops(db: &TestDb) {
          ended after {call_took:?}"
     );
     let started = Instant::now();
-    let health = http(Method::GET, &gate.url("/healthz"), &[], "").await;
+    let health = gate.healthz().await;
     let health_took = started.elapsed();
     assert_eq!(health.status, StatusCode::SERVICE_UNAVAILABLE);
     let started = Instant::now();
@@ -749,7 +589,7 @@ async fn scenario_database_stops(db: &TestDb) {
         gate.log()
     );
     let recovered = started.elapsed();
-    let health = http(Method::GET, &gate.url("/healthz"), &[], "").await;
+    let health = gate.healthz().await;
     assert_eq!(health.status, StatusCode::OK);
     open_session(&gate, &login).await;
     eprintln!("database back: verified in {recovered:?}");
@@ -765,7 +605,12 @@ async fn scenario_two_nodes(db: &TestDb) {
     let url = db.url();
     let node = |http: SocketAddr, key: &str| {
         let node_url = format!("http://{http}");
-        Gate::start_on(&url, http, &["--node-url", &node_url, "--signal-key", key])
+        Gate::start_on(
+            &url,
+            &POOL,
+            http,
+            &["--node-url", &node_url, "--signal-key", key],
+        )
     };
     let a = node(free_port(), SIGNAL_KEY);
     let b = node(free_port(), SIGNAL_KEY);
@@ -774,7 +619,7 @@ async fn scenario_two_nodes(db: &TestDb) {
 
     // The signal: B tells A at once.
     let first = login(&a).await;
-    let mut sse = Sse::open(&a, &first).await;
+    let mut sse = events(&a, &first).await;
     assert_eq!(sse.next(Duration::from_secs(5)).await.0, "pending");
     let call_started = Instant::now();
     let outcome = dial(b.agi, &call_from(Some(PHONE), &first.dial_number)).await;
@@ -794,7 +639,7 @@ async fn scenario_two_nodes(db: &TestDb) {
 
     // A signal A refuses (keys differ): A's stream still finds out from the store.
     let second = login(&a).await;
-    let mut sse = Sse::open(&a, &second).await;
+    let mut sse = events(&a, &second).await;
     assert_eq!(sse.next(Duration::from_secs(5)).await.0, "pending");
     let outcome = dial(b_wrong.agi, &call_from(Some(PHONE), &second.dial_number)).await;
     assert_eq!(outcome.result.as_deref(), Some("verified"), "{outcome:?}");

@@ -14,7 +14,7 @@ use std::{
     time::Duration,
 };
 
-use common::db::TestDb;
+use common::db::{expect, on_both_backends, stdout, TestDb};
 use dialgate::{
     auth::{
         accounts::{self, Enrollment},
@@ -25,20 +25,6 @@ use dialgate::{
     store::{DatabaseUrl, OpenOptions, Store},
 };
 use serde_json::Value;
-
-macro_rules! on_both_backends {
-    ($($scenario:ident => $sqlite:ident, $mysql:ident;)*) => {$(
-        #[test]
-        fn $sqlite() {
-            $scenario(&TestDb::sqlite());
-        }
-
-        #[test]
-        fn $mysql() {
-            $scenario(&TestDb::mysql());
-        }
-    )*};
-}
 
 on_both_backends! {
     scenario_max_uses_race => max_uses_race_sqlite, max_uses_race_mysql;
@@ -144,6 +130,23 @@ fn race(
     })
 }
 
+/// alice with `balance`, a temporary password with `conditions`, and `threads` payments
+/// of `amount` with it at once (each with `key(i)`).
+fn race_alice(
+    db: &TestDb,
+    balance: i64,
+    conditions: Conditions,
+    amount: i64,
+    threads: usize,
+    key: impl Fn(usize) -> Option<String> + Sync,
+) -> (Store, Issued, Vec<PayOutcome>) {
+    let store = open(db);
+    account(&store, "alice", balance);
+    let issued = issue(&store, "alice", conditions);
+    let outcomes = race(&store, "alice", &issued.password, amount, threads, key);
+    (store, issued, outcomes)
+}
+
 fn approved(outcomes: &[PayOutcome]) -> usize {
     outcomes.iter().filter(|o| o.is_approved()).count()
 }
@@ -160,17 +163,11 @@ fn assert_ledger_matches(store: &Store, username: &str, expected: i64) {
 // ---------------------------------------------------------------------------------------
 
 fn scenario_max_uses_race(db: &TestDb) {
-    let store = open(db);
-    account(&store, "alice", 100_000);
-    let issued = issue(
-        &store,
-        "alice",
-        Conditions {
-            max_uses: Some(1),
-            ..Conditions::default()
-        },
-    );
-    let outcomes = race(&store, "alice", &issued.password, 100, THREADS, |_| None);
+    let max_uses = Conditions {
+        max_uses: Some(1),
+        ..Conditions::default()
+    };
+    let (store, _, outcomes) = race_alice(db, 100_000, max_uses, 100, THREADS, |_| None);
     assert_eq!(approved(&outcomes), 1, "{outcomes:?}");
     for o in outcomes.iter().filter(|o| !o.is_approved()) {
         declined(o, DeclineReason::UsesExhausted);
@@ -194,17 +191,11 @@ fn scenario_max_uses_race(db: &TestDb) {
 }
 
 fn scenario_spend_limit_race(db: &TestDb) {
-    let store = open(db);
-    account(&store, "alice", 100_000);
-    let issued = issue(
-        &store,
-        "alice",
-        Conditions {
-            spend_limit: Some(1000),
-            ..Conditions::default()
-        },
-    );
-    let outcomes = race(&store, "alice", &issued.password, 100, THREADS, |_| None);
+    let spend_limit = Conditions {
+        spend_limit: Some(1000),
+        ..Conditions::default()
+    };
+    let (store, _, outcomes) = race_alice(db, 100_000, spend_limit, 100, THREADS, |_| None);
     assert_eq!(approved(&outcomes), 10, "{outcomes:?}");
     for o in outcomes.iter().filter(|o| !o.is_approved()) {
         declined(o, DeclineReason::LimitExceeded);
@@ -218,10 +209,7 @@ fn scenario_spend_limit_race(db: &TestDb) {
 }
 
 fn scenario_balance_race(db: &TestDb) {
-    let store = open(db);
-    account(&store, "alice", 1000);
-    let issued = issue(&store, "alice", Conditions::default());
-    let outcomes = race(&store, "alice", &issued.password, 100, THREADS, |_| None);
+    let (store, _, outcomes) = race_alice(db, 1000, Conditions::default(), 100, THREADS, |_| None);
     assert_eq!(approved(&outcomes), 10, "{outcomes:?}");
     for o in outcomes.iter().filter(|o| !o.is_approved()) {
         declined(o, DeclineReason::InsufficientBalance);
@@ -237,10 +225,7 @@ fn scenario_balance_race(db: &TestDb) {
 }
 
 fn scenario_idempotency_race(db: &TestDb) {
-    let store = open(db);
-    account(&store, "alice", 10_000);
-    let issued = issue(&store, "alice", Conditions::default());
-    let outcomes = race(&store, "alice", &issued.password, 250, 16, |_| {
+    let (store, issued, outcomes) = race_alice(db, 10_000, Conditions::default(), 250, 16, |_| {
         Some("order-42".into())
     });
     assert_eq!(approved(&outcomes), 16, "{outcomes:?}");
@@ -610,22 +595,20 @@ fn scenario_manage(db: &TestDb) {
 // The commands
 // ---------------------------------------------------------------------------------------
 
-fn text(bytes: &[u8]) -> String {
-    String::from_utf8_lossy(bytes).into_owned()
+/// `pay --username alice --amount <amount> [extra...] --password-stdin`.
+fn pay_args<'a>(amount: &'a str, extra: &[&'a str]) -> Vec<&'a str> {
+    let mut args = vec!["pay", "--username", "alice", "--amount", amount];
+    args.extend_from_slice(extra);
+    args.push("--password-stdin");
+    args
 }
 
-#[track_caller]
-fn expect(out: &Output, code: i32, needle: &str) {
-    let (o, e) = (text(&out.stdout), text(&out.stderr));
-    assert_eq!(
-        out.status.code(),
-        Some(code),
-        "expected exit {code}\nstdout:\n{o}\nstderr:\n{e}"
-    );
-    assert!(
-        o.contains(needle) || e.contains(needle),
-        "expected {needle:?}\nstdout:\n{o}\nstderr:\n{e}"
-    );
+/// `temp-password issue --username alice [extra...] --password-stdin`.
+fn issue_args<'a>(extra: &[&'a str]) -> Vec<&'a str> {
+    let mut args = vec!["temp-password", "issue", "--username", "alice"];
+    args.extend_from_slice(extra);
+    args.push("--password-stdin");
+    args
 }
 
 fn scenario_cli(db: &TestDb) {
@@ -645,7 +628,7 @@ fn scenario_cli(db: &TestDb) {
         let out = cli(&all, stdin);
         expect(&out, code, "");
         serde_json::from_slice(&out.stdout)
-            .unwrap_or_else(|e| panic!("{args:?}: invalid JSON ({e}): {}", text(&out.stdout)))
+            .unwrap_or_else(|e| panic!("{args:?}: invalid JSON ({e}): {}", stdout(&out)))
     };
 
     let out = cli(
@@ -689,7 +672,7 @@ fn scenario_cli(db: &TestDb) {
             None,
         );
         expect(&out, 1, why);
-        assert_eq!(text(&out.stdout), "");
+        assert_eq!(stdout(&out), "");
     }
     let out = cli(
         &["balance", "top-up", "--username", "nobody", "--amount", "1"],
@@ -701,23 +684,10 @@ fn scenario_cli(db: &TestDb) {
     assert_eq!(shown["currency"], "CNY");
 
     // Issue: wrong password, then right.
-    let out = cli(
-        &[
-            "temp-password",
-            "issue",
-            "--username",
-            "alice",
-            "--password-stdin",
-        ],
-        Some("wrong password"),
-    );
+    let out = cli(&issue_args(&[]), Some("wrong password"));
     expect(&out, 1, "invalid username or password");
     let out = cli(
-        &[
-            "temp-password",
-            "issue",
-            "--username",
-            "alice",
+        &issue_args(&[
             "--valid-for",
             "2h",
             "--max-uses",
@@ -728,194 +698,70 @@ fn scenario_cli(db: &TestDb) {
             "6",
             "--label",
             "for Bob",
-            "--password-stdin",
-        ],
+        ]),
         Some(PASSWORD),
     );
     expect(&out, 0, "temporary password for alice (shown only now): ");
-    let stdout = text(&out.stdout);
-    assert!(stdout.contains("uses: 0 of 2 (2 left)"), "{stdout}");
+    let printed = stdout(&out);
+    assert!(printed.contains("uses: 0 of 2 (2 left)"), "{printed}");
     assert!(
-        stdout.contains("spent: 0.00 of 10.00 (10.00 left)"),
-        "{stdout}"
+        printed.contains("spent: 0.00 of 10.00 (10.00 left)"),
+        "{printed}"
     );
-    assert!(stdout.contains("per payment: at most 6.00"), "{stdout}");
+    assert!(printed.contains("per payment: at most 6.00"), "{printed}");
     let key_file = data.path().join("temp-password.key");
     assert!(key_file.exists(), "the key file is created on first use");
     let issued = json(
-        &[
-            "temp-password",
-            "issue",
-            "--username",
-            "alice",
-            "--valid-until",
-            "2099-01-01T00:00:00Z",
-            "--password-stdin",
-        ],
+        &issue_args(&["--valid-until", "2099-01-01T00:00:00Z"]),
         Some(PASSWORD),
         0,
     );
     let temp = issued["password"].as_str().unwrap().to_string();
     let id = issued["id"].as_i64().unwrap();
     assert_eq!(issued["valid_until_ms"], 4_070_908_800_000i64);
-    let out = cli(
-        &[
-            "temp-password",
-            "issue",
-            "--username",
-            "alice",
-            "--valid-until",
-            "tomorrow",
-            "--password-stdin",
-        ],
-        Some(PASSWORD),
-    );
+    let out = cli(&issue_args(&["--valid-until", "tomorrow"]), Some(PASSWORD));
     expect(&out, 1, "RFC 3339");
 
     // List, pause, pay declined, resume, pay approved (with retry), revoke.
     let list = json(&["temp-password", "list", "--username", "alice"], None, 0);
     assert_eq!(list.as_array().unwrap().len(), 2);
     let id_s = id.to_string();
-    expect(
-        &cli(
-            &["temp-password", "pause", "--username", "alice", &id_s],
+    let manage = |action: &str| {
+        cli(
+            &["temp-password", action, "--username", "alice", &id_s],
             None,
-        ),
-        0,
-        "paused",
-    );
-    let out = cli(
-        &[
-            "pay",
-            "--username",
-            "alice",
-            "--amount",
-            "2.00",
-            "--password-stdin",
-        ],
-        Some(&temp),
-    );
+        )
+    };
+    expect(&manage("pause"), 0, "paused");
+    let out = cli(&pay_args("2.00", &[]), Some(&temp));
     expect(&out, 1, "declined: paused");
-    expect(
-        &cli(
-            &["temp-password", "resume", "--username", "alice", &id_s],
-            None,
-        ),
-        0,
-        "resumed",
-    );
+    expect(&manage("resume"), 0, "resumed");
     let paid = json(
-        &[
-            "pay",
-            "--username",
-            "alice",
-            "--amount",
-            "2.00",
-            "--idempotency-key",
-            "k1",
-            "--password-stdin",
-        ],
+        &pay_args("2.00", &["--idempotency-key", "k1"]),
         Some(&temp),
         0,
     );
     assert_eq!(paid["status"], "approved");
     assert_eq!(paid["amount"], 200);
     let again = json(
-        &[
-            "pay",
-            "--username",
-            "alice",
-            "--amount",
-            "2.00",
-            "--idempotency-key",
-            "k1",
-            "--password-stdin",
-        ],
+        &pay_args("2.00", &["--idempotency-key", "k1"]),
         Some(&temp),
         0,
     );
     assert_eq!(again, paid);
-    let out = cli(
-        &[
-            "pay",
-            "--username",
-            "alice",
-            "--amount",
-            "3.00",
-            "--idempotency-key",
-            "k1",
-            "--password-stdin",
-        ],
-        Some(&temp),
-    );
+    let out = cli(&pay_args("3.00", &["--idempotency-key", "k1"]), Some(&temp));
     expect(&out, 1, "idempotency key was already used");
-    let declined = json(
-        &[
-            "pay",
-            "--username",
-            "alice",
-            "--amount",
-            "20.00",
-            "--password-stdin",
-        ],
-        Some(&temp),
-        1,
-    );
+    let declined = json(&pay_args("20.00", &[]), Some(&temp), 1);
     assert_eq!(declined["status"], "declined");
     assert_eq!(declined["reason"], "insufficient_balance");
     // The long-term password pays too, unless --temporary-only.
-    let out = cli(
-        &[
-            "pay",
-            "--username",
-            "alice",
-            "--amount",
-            "1",
-            "--password-stdin",
-        ],
-        Some(PASSWORD),
-    );
+    let out = cli(&pay_args("1", &[]), Some(PASSWORD));
     expect(&out, 0, "balance: 9.50");
-    let out = cli(
-        &[
-            "pay",
-            "--username",
-            "alice",
-            "--amount",
-            "1",
-            "--temporary-only",
-            "--password-stdin",
-        ],
-        Some(PASSWORD),
-    );
+    let out = cli(&pay_args("1", &["--temporary-only"]), Some(PASSWORD));
     expect(&out, 1, "invalid_credentials");
-    expect(
-        &cli(
-            &["temp-password", "revoke", "--username", "alice", &id_s],
-            None,
-        ),
-        0,
-        "revoked",
-    );
-    expect(
-        &cli(
-            &["temp-password", "revoke", "--username", "alice", &id_s],
-            None,
-        ),
-        1,
-        "is revoked",
-    );
-    let out = cli(
-        &[
-            "pay",
-            "--username",
-            "alice",
-            "--amount",
-            "1",
-            "--password-stdin",
-        ],
-        Some(&temp),
-    );
+    expect(&manage("revoke"), 0, "revoked");
+    expect(&manage("revoke"), 1, "is revoked");
+    let out = cli(&pay_args("1", &[]), Some(&temp));
     expect(&out, 1, "declined: revoked");
     let out = cli(&["temp-password", "list", "--username", "alice"], None);
     expect(&out, 0, &format!("#{id} revoked"));

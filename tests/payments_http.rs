@@ -7,14 +7,15 @@ mod common;
 
 use std::{net::SocketAddr, sync::Arc, time::Duration};
 
-use common::http::{fetch, Reply};
+use common::{
+    db::DataDir,
+    http::{fetch, Reply},
+};
 use dialgate::{
     auth::{
-        accounts::{enroll, Enrollment},
         login::{self, LoginSettings},
         payments,
     },
-    config::{Config, GlobalOptions},
     gateway::{self, Gateway, GatewayConfig, Hub, RateLimit},
     metrics::Metrics,
     phone::{normalize, Region},
@@ -30,40 +31,25 @@ const PASSWORD: &str = "correct horse battery";
 const KEY: [u8; 32] = [9; 32];
 const OPENING: i64 = 100_000;
 
-struct Db {
-    _dir: tempfile::TempDir,
-    store: Store,
-}
-
 /// A SQLite data directory with `alice` (balance [`OPENING`]) and `bob` (empty).
-fn db() -> Db {
-    let dir = tempfile::tempdir().unwrap();
-    let config = Config::resolve(&GlobalOptions {
-        data_dir: Some(dir.path().to_path_buf()),
-        ..GlobalOptions::default()
-    })
-    .unwrap();
-    let options = OpenOptions {
+fn db() -> DataDir {
+    let db = DataDir::open(&OpenOptions {
         max_connections: 16,
         connect_timeout: Duration::from_secs(30),
         ..OpenOptions::default()
-    };
-    let store = Store::open(&config.database_url, &options).unwrap();
+    });
     for (name, display) in [(USER, "Alice"), (OTHER, "Bob")] {
-        let enrollment =
-            Enrollment::prepare(name, PASSWORD, display, "+8613800138000", vec![], &config)
-                .unwrap();
-        enroll(&store, &enrollment).unwrap();
+        db.enroll(name, PASSWORD, display, "+8613800138000");
     }
     payments::top_up(
-        &store,
+        &db.store,
         USER,
         OPENING,
         Some("opening"),
         dialgate::store::now_ms(),
     )
     .unwrap();
-    Db { _dir: dir, store }
+    db
 }
 
 fn login_settings() -> LoginSettings {
@@ -78,6 +64,7 @@ struct Node {
     url: String,
     store: Store,
     stop: Option<oneshot::Sender<()>>,
+    _db: DataDir,
 }
 
 impl Drop for Node {
@@ -88,7 +75,9 @@ impl Drop for Node {
     }
 }
 
-async fn start(db: &Db, configure: impl FnOnce(&mut GatewayConfig)) -> Node {
+/// A gateway on a fresh [`db`], configured by `configure`.
+async fn start(configure: impl FnOnce(&mut GatewayConfig)) -> Node {
+    let db = db();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr: SocketAddr = listener.local_addr().unwrap();
     let url = format!("http://{addr}");
@@ -116,46 +105,55 @@ async fn start(db: &Db, configure: impl FnOnce(&mut GatewayConfig)) -> Node {
         url,
         store: db.store.clone(),
         stop: Some(stop),
+        _db: db,
     }
-}
-
-async fn call(method: Method, url: &str, headers: &[(&str, &str)], body: &str) -> Reply {
-    fetch(
-        method,
-        url,
-        headers,
-        body.to_string(),
-        Duration::from_secs(30),
-    )
-    .await
 }
 
 const JSON: (&str, &str) = ("content-type", "application/json");
 
+/// alice's username and `password`, the body that proves who she is.
+fn alice(password: &str) -> Value {
+    json!({ "username": USER, "password": password })
+}
+
+/// alice's credentials and these conditions: the body that issues with them.
+fn alice_with(conditions: &Value) -> Value {
+    let mut body = alice(PASSWORD);
+    body.as_object_mut()
+        .unwrap()
+        .extend(conditions.as_object().unwrap().clone());
+    body
+}
+
 impl Node {
-    async fn post(&self, path: &str, headers: &[(&str, &str)], body: &Value) -> Reply {
-        let mut all = vec![JSON];
-        all.extend_from_slice(headers);
-        call(
-            Method::POST,
-            &format!("{}{path}", self.url),
-            &all,
-            &body.to_string(),
+    /// `method path` with exactly these headers and this body.
+    async fn raw(&self, method: Method, path: &str, headers: &[(&str, &str)], body: &str) -> Reply {
+        let url = format!("{}{path}", self.url);
+        fetch(
+            method,
+            &url,
+            headers,
+            body.to_string(),
+            Duration::from_secs(30),
         )
         .await
     }
 
+    async fn post(&self, path: &str, headers: &[(&str, &str)], body: &Value) -> Reply {
+        let mut all = vec![JSON];
+        all.extend_from_slice(headers);
+        self.raw(Method::POST, path, &all, &body.to_string()).await
+    }
+
     async fn get(&self, path: &str, headers: &[(&str, &str)]) -> Reply {
-        call(Method::GET, &format!("{}{path}", self.url), headers, "").await
+        self.raw(Method::GET, path, headers, "").await
     }
 
     /// Issues with the long-term password; the 201 body.
     async fn issue(&self, conditions: Value) -> Value {
-        let mut body = json!({ "username": USER, "password": PASSWORD });
-        body.as_object_mut()
-            .unwrap()
-            .extend(conditions.as_object().unwrap().clone());
-        let reply = self.post("/v1/temp-passwords", &[], &body).await;
+        let reply = self
+            .post("/v1/temp-passwords", &[], &alice_with(&conditions))
+            .await;
         assert_eq!(reply.status, StatusCode::CREATED, "{:?}", reply.body);
         reply.json()
     }
@@ -228,8 +226,7 @@ fn error(reply: &Reply, status: StatusCode, code: &str) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn issue_then_pay_with_the_temporary_password() {
-    let db = db();
-    let node = start(&db, |_| {}).await;
+    let node = start(|_| {}).await;
     let issued = node
         .issue(json!({
             "label": "  cleaner  ",
@@ -280,14 +277,9 @@ async fn issue_then_pay_with_the_temporary_password() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn issue_refusals() {
-    let db = db();
-    let node = start(&db, |_| {}).await;
+    let node = start(|_| {}).await;
     let wrong = node
-        .post(
-            "/v1/temp-passwords",
-            &[],
-            &json!({ "username": USER, "password": "wrong password here" }),
-        )
+        .post("/v1/temp-passwords", &[], &alice("wrong password here"))
         .await;
     error(&wrong, StatusCode::UNAUTHORIZED, "invalid_credentials");
     let unknown = node
@@ -304,14 +296,6 @@ async fn issue_refusals() {
         .await;
     error(&anonymous, StatusCode::UNAUTHORIZED, "unauthorized");
 
-    let creds = json!({ "username": USER, "password": PASSWORD });
-    let with = |extra: Value| {
-        let mut body = creds.clone();
-        body.as_object_mut()
-            .unwrap()
-            .extend(extra.as_object().unwrap().clone());
-        body
-    };
     for (conditions, code) in [
         (json!({ "max_uses": 0 }), "invalid_conditions"),
         (json!({ "spend_limit": -5 }), "invalid_conditions"),
@@ -333,7 +317,7 @@ async fn issue_refusals() {
         (json!({ "maxUses": 1 }), "bad_request"),
     ] {
         let reply = node
-            .post("/v1/temp-passwords", &[], &with(conditions.clone()))
+            .post("/v1/temp-passwords", &[], &alice_with(&conditions))
             .await;
         error(&reply, StatusCode::BAD_REQUEST, code);
         assert!(
@@ -342,20 +326,15 @@ async fn issue_refusals() {
             reply.body
         );
     }
-    let garbage = call(
-        Method::POST,
-        &format!("{}/v1/temp-passwords", node.url),
-        &[JSON],
-        "{not json",
-    )
-    .await;
+    let garbage = node
+        .raw(Method::POST, "/v1/temp-passwords", &[JSON], "{not json")
+        .await;
     error(&garbage, StatusCode::BAD_REQUEST, "bad_request");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn every_decline_reason_over_http() {
-    let db = db();
-    let node = start(&db, |_| {}).await;
+    let node = start(|_| {}).await;
 
     let once = password_of(&node.issue(json!({ "max_uses": 1 })).await);
     approved(&node.pay(&once, 100, None).await);
@@ -386,7 +365,7 @@ async fn every_decline_reason_over_http() {
     declined(&node.pay(&later, 100, None).await, "not_yet_valid");
 
     let paused = node.issue(json!({})).await;
-    let creds = json!({ "username": USER, "password": PASSWORD });
+    let creds = alice(PASSWORD);
     let id = paused["id"].as_i64().unwrap();
     let reply = node
         .post(&format!("/v1/temp-passwords/{id}/pause"), &[], &creds)
@@ -424,8 +403,7 @@ async fn every_decline_reason_over_http() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn malformed_payments_are_400() {
-    let db = db();
-    let node = start(&db, |_| {}).await;
+    let node = start(|_| {}).await;
     let password = password_of(&node.issue(json!({})).await);
     for body in [
         json!({ "username": USER, "password": password, "amount": 0 }),
@@ -438,13 +416,9 @@ async fn malformed_payments_are_400() {
         let reply = node.post("/v1/payments", &[], &body).await;
         error(&reply, StatusCode::BAD_REQUEST, "bad_request");
     }
-    let garbage = call(
-        Method::POST,
-        &format!("{}/v1/payments", node.url),
-        &[JSON],
-        "amount=100",
-    )
-    .await;
+    let garbage = node
+        .raw(Method::POST, "/v1/payments", &[JSON], "amount=100")
+        .await;
     error(&garbage, StatusCode::BAD_REQUEST, "bad_request");
     let long_key = "k".repeat(200);
     let reply = node.pay(&password, 100, Some(&long_key)).await;
@@ -463,8 +437,7 @@ async fn malformed_payments_are_400() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn idempotency_keys() {
-    let db = db();
-    let node = start(&db, |_| {}).await;
+    let node = start(|_| {}).await;
     let password = password_of(&node.issue(json!({ "max_uses": 10 })).await);
 
     let first = node.pay(&password, 700, Some("order-1")).await;
@@ -516,8 +489,7 @@ async fn idempotency_keys() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn thirty_two_payments_against_one_use() {
-    let db = db();
-    let node = Arc::new(start(&db, |_| {}).await);
+    let node = Arc::new(start(|_| {}).await);
     let password = password_of(&node.issue(json!({ "max_uses": 1 })).await);
     let tasks: Vec<_> = (0..32)
         .map(|_| {
@@ -540,8 +512,7 @@ async fn thirty_two_payments_against_one_use() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn wrong_passwords_are_rate_limited() {
-    let db = db();
-    let node = start(&db, |config| {
+    let node = start(|config| {
         config.login_rate = RateLimit {
             per_ip: 3,
             per_account: 100,
@@ -563,20 +534,13 @@ async fn wrong_passwords_are_rate_limited() {
     assert!((1..=60).contains(&wait), "{wait}");
     assert_eq!(node.balance().await, OPENING);
     // The limiter is shared with issuing and managing with the long-term password.
-    let reply = node
-        .post(
-            "/v1/temp-passwords",
-            &[],
-            &json!({ "username": USER, "password": PASSWORD }),
-        )
-        .await;
+    let reply = node.post("/v1/temp-passwords", &[], &alice(PASSWORD)).await;
     error(&reply, StatusCode::TOO_MANY_REQUESTS, "rate_limited");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn the_long_term_password_can_be_switched_off() {
-    let db = db();
-    let node = start(&db, |config| config.allow_long_term_payments = false).await;
+    let node = start(|config| config.allow_long_term_payments = false).await;
     declined(&node.pay(PASSWORD, 100, None).await, "invalid_credentials");
     let password = password_of(&node.issue(json!({})).await);
     approved(&node.pay(&password, 100, None).await);
@@ -584,15 +548,8 @@ async fn the_long_term_password_can_be_switched_off() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn without_a_server_key_it_fails_closed() {
-    let db = db();
-    let node = start(&db, |config| config.temp_password_key = Vec::new()).await;
-    let reply = node
-        .post(
-            "/v1/temp-passwords",
-            &[],
-            &json!({ "username": USER, "password": PASSWORD }),
-        )
-        .await;
+    let node = start(|config| config.temp_password_key = Vec::new()).await;
+    let reply = node.post("/v1/temp-passwords", &[], &alice(PASSWORD)).await;
     error(&reply, StatusCode::SERVICE_UNAVAILABLE, "unavailable");
     error(
         &node.pay(PASSWORD, 100, None).await,
@@ -604,9 +561,8 @@ async fn without_a_server_key_it_fails_closed() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn manage_with_the_long_term_password() {
-    let db = db();
-    let node = start(&db, |_| {}).await;
-    let creds = json!({ "username": USER, "password": PASSWORD });
+    let node = start(|_| {}).await;
+    let creds = alice(PASSWORD);
     let first = node.issue(json!({ "label": "first", "max_uses": 2 })).await;
     let second = node.issue(json!({ "label": "second" })).await;
     approved(&node.pay(&password_of(&first), 100, None).await);
@@ -626,7 +582,7 @@ async fn manage_with_the_long_term_password() {
         .post(
             "/v1/temp-passwords/list",
             &[],
-            &json!({ "username": USER, "password": "wrong password here" }),
+            &alice("wrong password here"),
         )
         .await;
     error(&wrong, StatusCode::UNAUTHORIZED, "invalid_credentials");
@@ -686,27 +642,27 @@ async fn manage_with_the_long_term_password() {
             .post(
                 &format!("/v1/temp-passwords/{second_id}/revoke"),
                 &[],
-                &json!({ "username": USER, "password": "wrong password here" }),
+                &alice("wrong password here"),
             )
             .await,
         StatusCode::UNAUTHORIZED,
         "invalid_credentials",
     );
     // Neither credentials nor a session.
-    let anonymous = call(
-        Method::POST,
-        &format!("{}/v1/temp-passwords/{second_id}/revoke", node.url),
-        &[],
-        "",
-    )
-    .await;
+    let anonymous = node
+        .raw(
+            Method::POST,
+            &format!("/v1/temp-passwords/{second_id}/revoke"),
+            &[],
+            "",
+        )
+        .await;
     error(&anonymous, StatusCode::UNAUTHORIZED, "unauthorized");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn manage_with_a_session() {
-    let db = db();
-    let node = start(&db, |_| {}).await;
+    let node = start(|_| {}).await;
     let cookie = node.session_cookie().await;
     let with_cookie = [("cookie", cookie.as_str())];
 
@@ -743,6 +699,7 @@ async fn manage_with_a_session() {
     let issued = reply.json();
     assert_eq!(issued["label"], "from the page");
     let id = issued["id"].as_i64().unwrap();
+    let path = |action: &str| format!("/v1/temp-passwords/{id}/{action}");
 
     let list = node.get("/v1/temp-passwords", &with_cookie).await;
     assert_eq!(list.status, StatusCode::OK, "{:?}", list.body);
@@ -752,33 +709,19 @@ async fn manage_with_a_session() {
     assert_eq!(items[0]["remaining_limit"], 900);
     assert_eq!(items[0]["status"], "usable");
     // POST .../list works with the session too (empty body).
-    let list = call(
-        Method::POST,
-        &format!("{}/v1/temp-passwords/list", node.url),
-        &with_cookie,
-        "",
-    )
-    .await;
+    let list = node
+        .raw(Method::POST, "/v1/temp-passwords/list", &with_cookie, "")
+        .await;
     assert_eq!(list.status, StatusCode::OK, "{:?}", list.body);
 
     // Empty body (the page's fetch) and an empty JSON object both work.
-    let paused = call(
-        Method::POST,
-        &format!("{}/v1/temp-passwords/{id}/pause", node.url),
-        &with_cookie,
-        "",
-    )
-    .await;
+    let paused = node
+        .raw(Method::POST, &path("pause"), &with_cookie, "")
+        .await;
     assert_eq!(paused.status, StatusCode::OK, "{:?}", paused.body);
     assert_eq!(paused.json()["state"], "paused");
     declined(&node.pay(&password_of(&issued), 100, None).await, "paused");
-    let resumed = node
-        .post(
-            &format!("/v1/temp-passwords/{id}/resume"),
-            &with_cookie,
-            &json!({}),
-        )
-        .await;
+    let resumed = node.post(&path("resume"), &with_cookie, &json!({})).await;
     assert_eq!(resumed.status, StatusCode::OK, "{:?}", resumed.body);
     approved(&node.pay(&password_of(&issued), 100, None).await);
     let list = node.get("/v1/temp-passwords", &with_cookie).await;
@@ -792,32 +735,23 @@ async fn manage_with_a_session() {
         json!({ "username": USER, "balance": OPENING - 100, "currency": "CNY" })
     );
 
-    let revoked = node
-        .post(
-            &format!("/v1/temp-passwords/{id}/revoke"),
-            &with_cookie,
-            &json!({}),
-        )
-        .await;
+    let revoked = node.post(&path("revoke"), &with_cookie, &json!({})).await;
     assert_eq!(revoked.status, StatusCode::OK, "{:?}", revoked.body);
     assert_eq!(revoked.json()["state"], "revoked");
 
     // A body that is there but not JSON is a 400, even with a session.
-    let garbage = call(
-        Method::POST,
-        &format!("{}/v1/temp-passwords/{id}/pause", node.url),
-        &[JSON, with_cookie[0]],
-        "{oops",
-    )
-    .await;
+    let garbage = node
+        .raw(
+            Method::POST,
+            &path("pause"),
+            &[JSON, with_cookie[0]],
+            "{oops",
+        )
+        .await;
     error(&garbage, StatusCode::BAD_REQUEST, "bad_request");
     // With the cookie, a body must say it is JSON (CSRF: a form or text/plain is a 403).
-    let untyped = call(
-        Method::POST,
-        &format!("{}/v1/temp-passwords/{id}/pause", node.url),
-        &with_cookie,
-        "{oops",
-    )
-    .await;
+    let untyped = node
+        .raw(Method::POST, &path("pause"), &with_cookie, "{oops")
+        .await;
     error(&untyped, StatusCode::FORBIDDEN, "json_required");
 }

@@ -15,8 +15,6 @@ pub use command::{Command, Verb};
 pub use env::{AgiEnv, CallerId, Presentation};
 pub use reply::{Reply, Response};
 pub use server::{Router, Script, ScriptFuture, Server, ServerConfig};
-/// The players' old paths (`agi::peer::place_call`, `agi::transcript::replay`).
-pub use sim::{loadgen, peer, transcript};
 
 /// Default FastAGI port, as in `agi://host` URLs without one.
 pub const DEFAULT_PORT: u16 = 4573;

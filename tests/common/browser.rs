@@ -1,11 +1,13 @@
 //! Headless Chromium for the page tests: Debian's chromium + chromedriver spoken to over
-//! the W3C WebDriver protocol by a small client, and the `dialgate demo` server process.
+//! the W3C WebDriver protocol by `fantoccini` (plain HTTP on loopback, no TLS), and the
+//! `dialgate demo` server process.
 
 use std::{
     env,
     fs::{self, File},
-    io::{BufRead, BufReader, Read, Write},
-    net::{TcpListener, TcpStream},
+    future::Future,
+    io::{BufRead, BufReader, Write},
+    net::TcpStream,
     path::{Path, PathBuf},
     process::{Child, Command, Stdio},
     sync::mpsc,
@@ -13,10 +15,15 @@ use std::{
     time::{Duration, Instant},
 };
 
-use base64::Engine as _;
+use fantoccini::{
+    elements::Element, error::CmdError, wd::WebDriverCompatibleCommand, Client, ClientBuilder,
+    Locator,
+};
+use hyper::{Method, StatusCode};
+use hyper_util::client::legacy::connect::HttpConnector;
 use serde_json::{json, Value};
 
-pub const W3C_ELEMENT: &str = "element-6066-11e4-a52e-4f735466cecf";
+pub use super::http::Reply;
 
 /// Generous: Argon2id at production parameters runs at every login.
 pub const STEP_TIMEOUT: Duration = Duration::from_secs(60);
@@ -69,14 +76,6 @@ impl Drop for Proc {
     }
 }
 
-pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 pub fn wait_for_port(proc: &mut Proc, port: u16, deadline: Instant) {
     loop {
         if TcpStream::connect(("127.0.0.1", port)).is_ok() {
@@ -115,9 +114,9 @@ impl Server {
     pub fn start(tmp: &Path) -> Server {
         let data_dir = tmp.join("data");
         fs::create_dir_all(&data_dir).unwrap();
-        let http_port = free_port();
-        let agi_port = free_port();
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_dialgate"));
+        let http_port = super::free_port().port();
+        let agi_port = super::free_port().port();
+        let mut cmd = super::db::dialgate_command();
         cmd.arg("--data-dir")
             .arg(&data_dir)
             .arg("demo")
@@ -125,13 +124,6 @@ impl Server {
             .arg(format!("127.0.0.1:{http_port}"))
             .arg("--agi-listen")
             .arg(format!("127.0.0.1:{agi_port}"));
-        for var in [
-            "DIALGATE_CONFIG",
-            "DIALGATE_DATABASE_URL",
-            "DIALGATE_DATA_DIR",
-        ] {
-            cmd.env_remove(var);
-        }
         Server::spawn("dialgate demo", cmd, tmp, http_port)
     }
 
@@ -322,12 +314,12 @@ pub fn find_binary(vars: &[&str], paths: &[&str], names: &[&str]) -> Option<Path
 
 pub struct ChromeDriver {
     pub _proc: Proc,
-    pub addr: String,
+    pub url: String,
 }
 
 impl ChromeDriver {
     pub fn start(browser: &BrowserBinaries, tmp: &Path) -> ChromeDriver {
-        let port = free_port();
+        let port = super::free_port().port();
         let log = tmp.join("chromedriver.log");
         let mut child = Command::new(&browser.chromedriver);
         child
@@ -344,27 +336,51 @@ impl ChromeDriver {
             child,
             log,
         };
-        let addr = format!("127.0.0.1:{port}");
+        let url = format!("http://127.0.0.1:{port}");
         let deadline = Instant::now() + Duration::from_secs(30);
         wait_for_port(&mut proc, port, deadline);
         loop {
-            if let Ok((200, _, body)) = http_request(&addr, "GET", "/status", None, &[]) {
-                let v: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
-                if v["value"]["ready"] == true {
-                    break;
-                }
+            let status = request(Method::GET, &format!("{url}/status"), &[], "");
+            if status.status == StatusCode::OK && status.json()["value"]["ready"] == true {
+                break;
             }
             assert!(Instant::now() < deadline, "chromedriver never became ready");
             thread::sleep(Duration::from_millis(100));
         }
-        ChromeDriver { _proc: proc, addr }
+        ChromeDriver { _proc: proc, url }
     }
 }
 
-/// A WebDriver session; deleted (closing the browser) on drop.
+/// A chromedriver command fantoccini has no method for: `POST /session/{id}/{path}`.
+#[derive(Debug)]
+struct SessionPost {
+    path: &'static str,
+    body: Value,
+}
+
+impl WebDriverCompatibleCommand for SessionPost {
+    fn endpoint(
+        &self,
+        base: &url::Url,
+        session: Option<&str>,
+    ) -> Result<url::Url, url::ParseError> {
+        base.join(&format!(
+            "session/{}/{}",
+            session.unwrap_or_default(),
+            self.path
+        ))
+    }
+
+    fn method_and_body(&self, _: &url::Url) -> (Method, Option<String>) {
+        (Method::POST, Some(self.body.to_string()))
+    }
+}
+
+/// A WebDriver session (a [`fantoccini::Client`] driven on its own runtime, so the
+/// tests stay synchronous); deleted, closing the browser, on drop.
 pub struct WebDriver {
-    pub addr: String,
-    pub session: String,
+    client: Option<Client>,
+    rt: tokio::runtime::Runtime,
 }
 
 impl WebDriver {
@@ -372,96 +388,76 @@ impl WebDriver {
         let profile = tmp.join("chromium-profile");
         fs::create_dir_all(&profile).unwrap();
         let caps = json!({
-            "capabilities": {
-                "alwaysMatch": {
-                    "browserName": "chrome",
-                    "pageLoadStrategy": "normal",
-                    "timeouts": {"implicit": 0, "pageLoad": 60000, "script": 30000},
-                    "goog:loggingPrefs": {"browser": "ALL"},
-                    "goog:chromeOptions": {
-                        "binary": browser.chromium.to_string_lossy(),
-                        "args": [
-                            "--headless=new",
-                            "--no-sandbox",
-                            "--disable-gpu",
-                            "--disable-dev-shm-usage",
-                            "--no-first-run",
-                            "--no-default-browser-check",
-                            "--disable-background-networking",
-                            "--disable-component-update",
-                            "--disable-sync",
-                            "--disable-extensions",
-                            "--window-size=1280,900",
-                            "--lang=en-US",
-                            format!("--user-data-dir={}", profile.display()),
-                        ]
-                    }
-                }
+            "browserName": "chrome",
+            "pageLoadStrategy": "normal",
+            "timeouts": {"implicit": 0, "pageLoad": 60000, "script": 30000},
+            "goog:loggingPrefs": {"browser": "ALL"},
+            "goog:chromeOptions": {
+                "binary": browser.chromium.to_string_lossy(),
+                "args": [
+                    "--headless=new",
+                    "--no-sandbox",
+                    "--disable-gpu",
+                    "--disable-dev-shm-usage",
+                    "--no-first-run",
+                    "--no-default-browser-check",
+                    "--disable-background-networking",
+                    "--disable-component-update",
+                    "--disable-sync",
+                    "--disable-extensions",
+                    "--window-size=1280,900",
+                    "--lang=en-US",
+                    format!("--user-data-dir={}", profile.display()),
+                ]
             }
         });
-        let (status, _, body) = http_request(&driver.addr, "POST", "/session", Some(&caps), &[])
-            .expect("POST /session to chromedriver");
-        let v: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
-        let session = v["value"]["sessionId"].as_str().unwrap_or_else(|| {
-            panic!(
-                "chromedriver could not start Chromium ({status}): {}",
-                String::from_utf8_lossy(&body)
+        let Value::Object(caps) = caps else {
+            unreachable!()
+        };
+        let rt = runtime();
+        let client = rt
+            .block_on(
+                ClientBuilder::new(HttpConnector::new())
+                    .capabilities(caps)
+                    .connect(&driver.url),
             )
-        });
+            .unwrap_or_else(|e| panic!("chromedriver could not start Chromium: {e}"));
         WebDriver {
-            addr: driver.addr.clone(),
-            session: session.to_string(),
+            client: Some(client),
+            rt,
         }
     }
 
-    /// One command; returns its `value`, panicking with WebDriver's error otherwise.
-    pub fn cmd(&self, method: &str, path: &str, body: Option<Value>) -> Value {
-        self.try_cmd(method, path, body)
-            .unwrap_or_else(|e| panic!("{e}"))
+    fn client(&self) -> &Client {
+        self.client.as_ref().expect("the session is open")
     }
 
-    pub fn try_cmd(&self, method: &str, path: &str, body: Option<Value>) -> Result<Value, String> {
-        let url = format!("/session/{}{path}", self.session);
-        let body = body.or_else(|| (method == "POST").then(|| json!({})));
-        let (status, _, raw) = http_request(&self.addr, method, &url, body.as_ref(), &[])
-            .map_err(|e| format!("WebDriver {method} {path}: {e}"))?;
-        let v: Value = serde_json::from_slice(&raw).map_err(|e| {
-            format!(
-                "WebDriver {method} {path}: bad JSON ({e}): {}",
-                String::from_utf8_lossy(&raw)
-            )
-        })?;
-        if status != 200 {
-            return Err(format!(
-                "WebDriver {method} {path} -> {status}: {} {}",
-                v["value"]["error"], v["value"]["message"]
-            ));
-        }
-        Ok(v["value"].clone())
+    /// Runs one command to completion; `what` names it in the panic when it fails.
+    fn run<T>(&self, what: &str, command: impl Future<Output = Result<T, CmdError>>) -> T {
+        self.rt
+            .block_on(command)
+            .unwrap_or_else(|e| panic!("WebDriver {what}: {e}"))
     }
 
     pub fn goto(&self, url: &str) {
-        self.cmd("POST", "/url", Some(json!({ "url": url })));
+        self.run("goto", self.client().goto(url));
     }
 
     pub fn refresh(&self) {
-        self.cmd("POST", "/refresh", None);
+        self.run("refresh", self.client().refresh());
     }
 
     /// A cookie's value (WebDriver sees HttpOnly cookies too).
     pub fn cookie(&self, name: &str) -> Option<String> {
-        self.try_cmd("GET", &format!("/cookie/{name}"), None)
+        self.rt
+            .block_on(self.client().get_named_cookie(name))
             .ok()
-            .and_then(|v| v["value"].as_str().map(str::to_string))
+            .map(|c| c.value().to_string())
     }
 
     pub fn desktop(&self) {
         self.cdp("Emulation.clearDeviceMetricsOverride", json!({}));
-        self.cmd(
-            "POST",
-            "/window/rect",
-            Some(json!({"width": 1280, "height": 900})),
-        );
+        self.run("set window size", self.client().set_window_size(1280, 900));
     }
 
     /// A 320 px wide phone-sized viewport (Chromium's windows cannot be that narrow).
@@ -474,42 +470,32 @@ impl WebDriver {
 
     /// A Chrome DevTools Protocol command, through chromedriver.
     pub fn cdp(&self, cmd: &str, params: Value) -> Value {
-        self.cmd(
-            "POST",
-            "/goog/cdp/execute",
-            Some(json!({"cmd": cmd, "params": params})),
+        self.run(
+            cmd,
+            self.client().issue_cmd(SessionPost {
+                path: "goog/cdp/execute",
+                body: json!({"cmd": cmd, "params": params}),
+            }),
         )
     }
 
-    pub fn find(&self, css: &str) -> String {
-        let v = self.cmd(
-            "POST",
-            "/element",
-            Some(json!({"using": "css selector", "value": css})),
-        );
-        v[W3C_ELEMENT]
-            .as_str()
-            .unwrap_or_else(|| panic!("no element id for {css}: {v}"))
-            .to_string()
+    pub fn find(&self, css: &str) -> Element {
+        self.run(
+            &format!("find {css}"),
+            self.client().find(Locator::Css(css)),
+        )
     }
 
     pub fn click(&self, css: &str) {
-        let id = self.find(css);
-        self.cmd("POST", &format!("/element/{id}/click"), None);
+        self.run(&format!("click {css}"), self.find(css).click());
     }
 
     pub fn clear(&self, css: &str) {
-        let id = self.find(css);
-        self.cmd("POST", &format!("/element/{id}/clear"), None);
+        self.run(&format!("clear {css}"), self.find(css).clear());
     }
 
     pub fn type_into(&self, css: &str, text: &str) {
-        let id = self.find(css);
-        self.cmd(
-            "POST",
-            &format!("/element/{id}/value"),
-            Some(json!({ "text": text })),
-        );
+        self.run(&format!("type into {css}"), self.find(css).send_keys(text));
     }
 
     // Text and attributes are read in one script, not by element reference: the page
@@ -550,12 +536,13 @@ impl WebDriver {
         )
     }
 
+    /// Runs `script` with `args` (a JSON array) and returns what it returned.
     pub fn exec(&self, script: &str, args: Value) -> Value {
-        self.cmd(
-            "POST",
-            "/execute/sync",
-            Some(json!({"script": script, "args": args})),
-        )
+        let args = match args {
+            Value::Array(args) => args,
+            other => vec![other],
+        };
+        self.run(script, self.client().execute(script, args))
     }
 
     pub fn exec_bool_args(&self, script: &str, args: Value) -> bool {
@@ -598,10 +585,7 @@ impl WebDriver {
 
     /// Saves a screenshot and checks it is a PNG; returns its bytes.
     pub fn screenshot_to(&self, path: &Path) -> Vec<u8> {
-        let b64 = self.cmd("GET", "/screenshot", None);
-        let png = base64::engine::general_purpose::STANDARD
-            .decode(b64.as_str().expect("screenshot is a base64 string"))
-            .expect("screenshot is valid base64");
+        let png = self.run("screenshot", self.client().screenshot());
         assert!(
             png.starts_with(b"\x89PNG\r\n\x1a\n"),
             "the screenshot is not a PNG"
@@ -630,9 +614,14 @@ impl WebDriver {
         );
     }
 
-    /// The browser console (chromedriver's log extension); empty if unsupported.
+    /// The browser console (chromedriver's log extension, with `goog:loggingPrefs`);
+    /// empty if unsupported.
     pub fn browser_log(&self) -> Vec<Value> {
-        match self.try_cmd("POST", "/se/log", Some(json!({"type": "browser"}))) {
+        let log = self.client().issue_cmd(SessionPost {
+            path: "se/log",
+            body: json!({"type": "browser"}),
+        });
+        match self.rt.block_on(log) {
             Ok(Value::Array(entries)) => entries,
             Ok(_) => Vec::new(),
             Err(e) => {
@@ -645,99 +634,42 @@ impl WebDriver {
 
 impl Drop for WebDriver {
     fn drop(&mut self) {
-        let _ = http_request(
-            &self.addr,
-            "DELETE",
-            &format!("/session/{}", self.session),
-            None,
-            &[],
-        );
+        if let Some(client) = self.client.take() {
+            let _ = self.rt.block_on(client.close());
+        }
     }
 }
 
-// ------------------------------------------------------------------ HTTP/1.1
+// ------------------------------------------------------------------ plain HTTP
 
-pub type Headers = Vec<(String, String)>;
-
-pub fn header(headers: &Headers, name: &str) -> Option<String> {
-    headers
-        .iter()
-        .find(|(k, _)| k.eq_ignore_ascii_case(name))
-        .map(|(_, v)| v.clone())
+/// `GET base_url + path`, which must answer 200 with a Content-Security-Policy that has
+/// `default-src 'self'` (no inline script or style).
+pub fn get_page(base_url: &str, path: &str) -> Reply {
+    let reply = request(Method::GET, &format!("{base_url}{path}"), &[], "");
+    let status = reply.status;
+    assert_eq!(status, 200, "GET {path} answered {status}");
+    let csp = reply.header("content-security-policy").unwrap_or_default();
+    assert!(
+        csp.contains("default-src 'self'"),
+        "GET {path} must send Content-Security-Policy with default-src 'self'; got {csp:?}"
+    );
+    reply
 }
 
-/// One request on a fresh connection: `(status, headers, body)`.
-pub fn http_request(
-    addr: &str,
-    method: &str,
-    path: &str,
-    body: Option<&Value>,
-    extra: &[(&str, &str)],
-) -> std::io::Result<(u16, Headers, Vec<u8>)> {
-    let mut stream = TcpStream::connect(addr)?;
-    stream.set_read_timeout(Some(Duration::from_secs(120)))?;
-    let payload = body.map(|b| b.to_string()).unwrap_or_default();
-    let mut req = format!("{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n");
-    if body.is_some() {
-        req.push_str("Content-Type: application/json; charset=utf-8\r\n");
-    }
-    req.push_str(&format!("Content-Length: {}\r\n", payload.len()));
-    for (k, v) in extra {
-        req.push_str(&format!("{k}: {v}\r\n"));
-    }
-    req.push_str("\r\n");
-    stream.write_all(req.as_bytes())?;
-    stream.write_all(payload.as_bytes())?;
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("a tokio runtime")
+}
 
-    let bad = |what: &str| std::io::Error::new(std::io::ErrorKind::InvalidData, what.to_string());
-    let mut reader = BufReader::new(stream);
-    let mut line = String::new();
-    reader.read_line(&mut line)?;
-    let status: u16 = line
-        .split_whitespace()
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .ok_or_else(|| bad(&format!("bad status line {line:?}")))?;
-    let mut headers = Headers::new();
-    loop {
-        line.clear();
-        if reader.read_line(&mut line)? == 0 {
-            break;
-        }
-        let l = line.trim_end();
-        if l.is_empty() {
-            break;
-        }
-        if let Some((k, v)) = l.split_once(':') {
-            headers.push((k.trim().to_string(), v.trim().to_string()));
-        }
-    }
-    let mut out = Vec::new();
-    if method == "HEAD" || status == 204 || status == 304 {
-        return Ok((status, headers, out));
-    }
-    if let Some(len) = header(&headers, "content-length").and_then(|v| v.parse::<usize>().ok()) {
-        out.resize(len, 0);
-        reader.read_exact(&mut out)?;
-    } else if header(&headers, "transfer-encoding")
-        .is_some_and(|v| v.eq_ignore_ascii_case("chunked"))
-    {
-        loop {
-            line.clear();
-            reader.read_line(&mut line)?;
-            let size = usize::from_str_radix(line.trim().split(';').next().unwrap_or(""), 16)
-                .map_err(|_| bad("bad chunk size"))?;
-            if size == 0 {
-                break;
-            }
-            let start = out.len();
-            out.resize(start + size, 0);
-            reader.read_exact(&mut out[start..])?;
-            line.clear();
-            reader.read_line(&mut line)?;
-        }
-    } else {
-        reader.read_to_end(&mut out)?;
-    }
-    Ok((status, headers, out))
+/// One request and its whole reply ([`super::http::fetch`], for synchronous tests).
+pub fn request(method: Method, url: &str, headers: &[(&str, &str)], body: &str) -> Reply {
+    runtime().block_on(super::http::fetch(
+        method,
+        url,
+        headers,
+        body.to_string(),
+        Duration::from_secs(120),
+    ))
 }

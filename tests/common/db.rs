@@ -13,8 +13,50 @@ use std::{
     time::{SystemTime, UNIX_EPOCH},
 };
 
-use dialgate::store::{schema::audit_events, DatabaseUrl, OpenOptions, Store};
+use dialgate::{
+    auth::accounts::{self, Enrollment},
+    config::{Config, GlobalOptions},
+    store::{schema::audit_events, DatabaseUrl, OpenOptions, Store},
+};
 use diesel::{prelude::*, sql_types::BigInt, Connection, MysqlConnection, RunQueryDsl};
+
+/// Runs `$scenario(&TestDb)` once per backend, as tests named `$sqlite` and `$mysql`:
+///
+/// ```ignore
+/// on_both_backends! {
+///     scenario_enroll => enroll_sqlite, enroll_mysql;
+/// }
+/// ```
+///
+/// With `async` before the list the scenarios are `async fn`s, each run on a tokio
+/// runtime with two worker threads.
+#[allow(unused_macros)]
+macro_rules! on_both_backends {
+    (async $($scenario:ident => $sqlite:ident, $mysql:ident;)*) => {$(
+        #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+        async fn $sqlite() {
+            $scenario(&$crate::common::db::TestDb::sqlite()).await;
+        }
+
+        #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+        async fn $mysql() {
+            $scenario(&$crate::common::db::TestDb::mysql()).await;
+        }
+    )*};
+    ($($scenario:ident => $sqlite:ident, $mysql:ident;)*) => {$(
+        #[test]
+        fn $sqlite() {
+            $scenario(&$crate::common::db::TestDb::sqlite());
+        }
+
+        #[test]
+        fn $mysql() {
+            $scenario(&$crate::common::db::TestDb::mysql());
+        }
+    )*};
+}
+#[allow(unused_imports)]
+pub(crate) use on_both_backends;
 
 pub const DEFAULT_MYSQL_URL: &str = "mysql://root@127.0.0.1:3306";
 
@@ -229,7 +271,12 @@ impl TestDb {
 
 /// The `dialgate` binary with no `DIALGATE_*` settings inherited from the environment.
 pub fn bare_cmd() -> assert_cmd::Command {
-    let mut cmd = assert_cmd::Command::cargo_bin("dialgate").expect("the dialgate binary");
+    assert_cmd::Command::from_std(dialgate_command())
+}
+
+/// [`bare_cmd`] as a plain [`std::process::Command`], for a process to spawn and watch.
+pub fn dialgate_command() -> std::process::Command {
+    let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_dialgate"));
     for (key, _) in std::env::vars_os() {
         if key.to_string_lossy().starts_with("DIALGATE_") {
             cmd.env_remove(key);
@@ -237,6 +284,72 @@ pub fn bare_cmd() -> assert_cmd::Command {
     }
     cmd.env("NO_COLOR", "1");
     cmd
+}
+
+/// A temporary data directory, its configuration resolved as `serve` resolves it (so its
+/// SQLite database is inside), and a store on that database: for the in-process gateway
+/// tests.
+pub struct DataDir {
+    pub config: Config,
+    pub store: Store,
+    _dir: tempfile::TempDir,
+}
+
+impl DataDir {
+    pub fn open(options: &OpenOptions) -> DataDir {
+        let dir = tempfile::tempdir().unwrap();
+        let config = Config::resolve(&GlobalOptions {
+            data_dir: Some(dir.path().to_path_buf()),
+            ..GlobalOptions::default()
+        })
+        .unwrap();
+        let store = Store::open(&config.database_url, options).unwrap();
+        DataDir {
+            config,
+            store,
+            _dir: dir,
+        }
+    }
+
+    /// Enrolls a user through the library (no documents); the test fails if it fails.
+    pub fn enroll(&self, username: &str, password: &str, display_name: &str, phone: &str) {
+        let enrollment = Enrollment::prepare(
+            username,
+            password,
+            display_name,
+            phone,
+            vec![],
+            &self.config,
+        )
+        .unwrap();
+        accounts::enroll(&self.store, &enrollment).unwrap();
+    }
+}
+
+/// What a command printed on stdout, as text.
+pub fn stdout(output: &std::process::Output) -> String {
+    String::from_utf8_lossy(&output.stdout).into_owned()
+}
+
+/// What a command printed on stderr, as text.
+pub fn stderr(output: &std::process::Output) -> String {
+    String::from_utf8_lossy(&output.stderr).into_owned()
+}
+
+/// Checks the exit code and that stdout or stderr says `needle`, with everything in the
+/// message.
+#[track_caller]
+pub fn expect(output: &std::process::Output, code: i32, needle: &str) {
+    let (out, err) = (stdout(output), stderr(output));
+    assert_eq!(
+        output.status.code(),
+        Some(code),
+        "expected exit {code}\nstdout:\n{out}\nstderr:\n{err}"
+    );
+    assert!(
+        out.contains(needle) || err.contains(needle),
+        "expected {needle:?} in the output\nstdout:\n{out}\nstderr:\n{err}"
+    );
 }
 
 impl Drop for TestDb {

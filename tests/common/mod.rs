@@ -5,6 +5,7 @@
 pub mod ami_server;
 pub mod browser;
 pub mod db;
+pub mod gate;
 pub mod http;
 pub mod sse;
 
@@ -15,7 +16,7 @@ use std::{
 };
 
 use dialgate::agi::{
-    transcript::{Direction, Transcript},
+    sim::transcript::{Direction, Transcript},
     AgiCall, AgiEnv, Command, Reply, Router, Server, ServerConfig,
 };
 use tokio::sync::oneshot;
@@ -146,7 +147,8 @@ pub fn follow_router(transcript: &Transcript) -> (Router, Arc<Mutex<Option<Follo
     (Router::new().route(&name, script), log)
 }
 
-/// A `dialgate serve` process on a free loopback port, its log going to a file.
+/// A `dialgate serve` process on a free loopback port, its log going to a file, with no
+/// `DIALGATE_*` settings from the environment but `DIALGATE_LOG=debug`.
 pub struct ServeProcess {
     pub child: std::process::Child,
     pub addr: SocketAddr,
@@ -173,7 +175,7 @@ impl ServeProcess {
         let addr = free_port();
         let dir = tempfile::tempdir().unwrap();
         let log = dir.path().join("serve.log");
-        let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_dialgate"));
+        let mut command = db::dialgate_command();
         command
             .args(["serve", "--agi-listen", &addr.to_string()])
             .args(["--http-listen", http_listen])
@@ -181,7 +183,6 @@ impl ServeProcess {
             .arg(dir.path())
             .args(args)
             .env("DIALGATE_LOG", "debug")
-            .env("NO_COLOR", "1")
             .stdout(std::process::Stdio::null())
             .stderr(std::fs::File::create(&log).unwrap());
         if let Some(limit) = nofile_limit {
