@@ -177,6 +177,33 @@ fn a_trickled_request_body_is_cut_off() {
     eprintln!("trickled body answered 408 and closed after {took:?} (--http-body-timeout 1s)");
 }
 
+#[test]
+fn sigterm_closes_idle_and_half_sent_connections_at_once() {
+    let mut server = ServeProcess::start(&[], None);
+    let http = server.http_addr();
+    let mut used = TcpStream::connect(http).unwrap();
+    assert_eq!(get_healthz(&mut used), 200);
+    let _idle = TcpStream::connect(http).unwrap();
+    let mut partial = TcpStream::connect(http).unwrap();
+    partial.write_all(b"GET /hea").unwrap();
+    std::thread::sleep(Duration::from_millis(200));
+    let started = Instant::now();
+    server.signal(libc::SIGTERM);
+    let status = loop {
+        if let Some(status) = server.child.try_wait().unwrap() {
+            break status;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(3),
+            "shutdown still waiting for idle connections after 3 s"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    };
+    let took = started.elapsed();
+    assert!(status.success(), "{status:?}");
+    eprintln!("SIGTERM with idle and half-sent HTTP connections: exited in {took:?}");
+}
+
 /// The open-file limit of 128 leaves HTTP 64 connections (half the limit is the most the
 /// reserve takes); the 65th and later are closed at once, and FastAGI still takes a call.
 #[test]

@@ -371,6 +371,11 @@ async fn connection(
     let mut shutting_down = false;
     loop {
         let deadline = activity.deadline(&limits);
+        if shutting_down && deadline.is_some() {
+            // No request in progress (idle, or half a header): nothing to finish.
+            debug!(%peer, "HTTP connection closed: shutting down");
+            return;
+        }
         let sleep = async {
             match deadline {
                 Some((at, _)) => tokio::time::sleep_until(at).await,
