@@ -243,10 +243,16 @@ impl ConfigFile {
             path: path.display().to_string(),
             source,
         })?;
-        Ok(ConfigFile {
-            path: path.to_path_buf(),
+        Ok(ConfigFile::from_text(path, text))
+    }
+
+    /// A file already read (`path` only names it in errors). Used by `load` and by the
+    /// fuzz targets.
+    pub fn from_text(path: impl Into<PathBuf>, text: String) -> ConfigFile {
+        ConfigFile {
+            path: path.into(),
             text,
-        })
+        }
     }
 
     fn error(&self, e: impl fmt::Display) -> ConfigError {

@@ -29,49 +29,39 @@ pub struct ImportArgs {
     pub file: PathBuf,
 }
 
+/// One CSV row as read (trimmed; nothing validated yet).
 #[derive(Debug, Deserialize)]
-struct Row {
-    username: String,
-    name: String,
-    phone: String,
-    password: String,
+pub struct Row {
+    pub username: String,
+    pub name: String,
+    pub phone: String,
+    pub password: String,
     #[serde(default)]
-    id_scan: Option<String>,
+    pub id_scan: Option<String>,
     #[serde(default)]
-    photo: Option<String>,
+    pub photo: Option<String>,
 }
 
+/// A row that was not imported, with its line and what to fix.
 #[derive(Debug, Serialize)]
-struct RowFailure {
-    line: u64,
-    username: Option<String>,
-    error: String,
+pub struct RowFailure {
+    pub line: u64,
+    pub username: Option<String>,
+    pub error: String,
 }
 
-#[derive(Debug, Serialize)]
-struct Report {
-    imported: usize,
-    failed: Vec<RowFailure>,
-}
+/// The rows that parsed, each with its line, and the rows that did not.
+pub type ParsedRows = (Vec<(u64, Row)>, Vec<RowFailure>);
 
-pub fn run(global: &GlobalArgs, args: ImportArgs) -> Result<(), Failure> {
-    let config = global.config()?;
+/// The rows of an import CSV: those that parsed, each with its line, and a failure for
+/// each that did not. Only an unreadable header row is an error. Pure (no store, no
+/// files); used by `run` and by the fuzz targets.
+pub fn parse_rows(input: impl std::io::Read) -> Result<ParsedRows, String> {
     let mut reader = csv::ReaderBuilder::new()
         .flexible(true)
         .trim(csv::Trim::All)
-        .from_path(&args.file)
-        .map_err(|e| Failure::User(anyhow::anyhow!("cannot read {}: {e}", args.file.display())))?;
-    let base = args.file.parent().unwrap_or(Path::new(".")).to_path_buf();
-    let headers = reader
-        .headers()
-        .map_err(|e| {
-            Failure::User(anyhow::anyhow!(
-                "{}: {}",
-                args.file.display(),
-                csv_error(&e)
-            ))
-        })?
-        .clone();
+        .from_reader(input);
+    let headers = reader.headers().map_err(|e| csv_error(&e))?.clone();
     // Parse everything first: a malformed row is reported, the others still go in.
     let mut rows = Vec::new();
     let mut failed = Vec::new();
@@ -91,6 +81,22 @@ pub fn run(global: &GlobalArgs, args: ImportArgs) -> Result<(), Failure> {
             }),
         }
     }
+    Ok((rows, failed))
+}
+
+#[derive(Debug, Serialize)]
+struct Report {
+    imported: usize,
+    failed: Vec<RowFailure>,
+}
+
+pub fn run(global: &GlobalArgs, args: ImportArgs) -> Result<(), Failure> {
+    let config = global.config()?;
+    let file = std::fs::File::open(&args.file)
+        .map_err(|e| Failure::User(anyhow::anyhow!("cannot read {}: {e}", args.file.display())))?;
+    let base = args.file.parent().unwrap_or(Path::new(".")).to_path_buf();
+    let (rows, failed) = parse_rows(file)
+        .map_err(|e| Failure::User(anyhow::anyhow!("{}: {e}", args.file.display())))?;
     let store = global.open_store(&config)?;
     let progress = indicatif::ProgressBar::new(rows.len() as u64).with_style(
         indicatif::ProgressStyle::with_template("{bar:40} {pos}/{len} rows {elapsed}")
@@ -173,7 +179,7 @@ fn import_row(row: &Row, base: &Path, config: &Config, store: &Store) -> Result<
         &row.name,
         &row.phone,
         documents,
-        config,
+        &super::enroll::rules(config),
     )
     .map_err(|e| e.to_string())?;
     accounts::enroll(store, &enrollment).map_err(|e| e.to_string())?;
@@ -186,5 +192,23 @@ fn csv_error(e: &csv::Error) -> String {
             "malformed row: {err}; expected columns username,name,phone,password[,id_scan][,photo]"
         ),
         _ => format!("malformed row: {e}"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_rows;
+
+    #[test]
+    fn rows_and_failures_with_their_lines() {
+        let csv = "username,name,phone,password,photo\n alice , A ,+8613800138000,pw\nbob,B\n";
+        let (rows, failed) = parse_rows(csv.as_bytes()).unwrap();
+        assert_eq!(rows.len(), 1);
+        assert_eq!(rows[0].0, 2);
+        assert_eq!(rows[0].1.username, "alice");
+        assert_eq!(rows[0].1.photo, None);
+        assert_eq!(failed.len(), 1);
+        assert_eq!(failed[0].line, 3);
+        assert!(failed[0].error.starts_with("malformed row"));
     }
 }

@@ -121,7 +121,9 @@ impl<S: Send + Sync> FromRequestParts<S> for ChallengeKey {
     }
 }
 
-pub(super) fn bearer(headers: &HeaderMap) -> Option<String> {
+/// The token of the first `Authorization: Bearer <token>` header (scheme case-insensitive,
+/// token trimmed, an empty one ignored). Pure; also used by the fuzz targets.
+pub fn bearer(headers: &HeaderMap) -> Option<String> {
     headers
         .get_all(header::AUTHORIZATION)
         .iter()
@@ -135,7 +137,9 @@ pub(super) fn bearer(headers: &HeaderMap) -> Option<String> {
         .filter(|t| !t.is_empty())
 }
 
-pub(super) fn cookie(headers: &HeaderMap, name: &str) -> Option<String> {
+/// The value of the first cookie `name` in the `Cookie` headers (trimmed, surrounding
+/// quotes removed, an empty one ignored). Pure; also used by the fuzz targets.
+pub fn cookie(headers: &HeaderMap, name: &str) -> Option<String> {
     headers
         .get_all(header::COOKIE)
         .iter()
@@ -148,12 +152,15 @@ pub(super) fn cookie(headers: &HeaderMap, name: &str) -> Option<String> {
         .filter(|v| !v.is_empty())
 }
 
-/// The challenge secret: `Authorization: Bearer` first, else the cookie.
-fn challenge_secret(headers: &HeaderMap) -> Option<String> {
+/// The challenge secret: `Authorization: Bearer` first, else the cookie. Also used by the
+/// fuzz targets.
+pub fn challenge_secret(headers: &HeaderMap) -> Option<String> {
     bearer(headers).or_else(|| cookie(headers, CHALLENGE_COOKIE))
 }
 
-fn session_token(headers: &HeaderMap) -> Option<String> {
+/// The session token: the cookie first, else `Authorization: Bearer`. Also used by the fuzz
+/// targets.
+pub fn session_token(headers: &HeaderMap) -> Option<String> {
     cookie(headers, SESSION_COOKIE).or_else(|| bearer(headers))
 }
 

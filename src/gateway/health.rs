@@ -22,7 +22,6 @@ use tracing::{debug, warn};
 use super::Gateway;
 use crate::{
     ami::{AmiClient, LinkState},
-    auth::login,
     store::Store,
 };
 
@@ -49,7 +48,7 @@ impl Probe {
             }
         }
         let store = store.clone();
-        let ping = tokio::task::spawn_blocking(move || login::ping(&store))
+        let ping = tokio::task::spawn_blocking(move || store.ping())
             .map(|joined| match joined {
                 Ok(result) => result.map_err(|e| e.to_string()),
                 Err(e) => Err(e.to_string()),

@@ -26,10 +26,12 @@ use axum::{
 use tokio::sync::{watch, Semaphore};
 use tower_http::trace::TraceLayer;
 
+pub use api::{bearer, challenge_secret, cookie, rfc3339_ms, session_token, LoginRequest};
 pub use callback::{CallbackLimiter, CallbackSettings};
 pub use error::ApiError;
 pub use hub::{sign, verify_signature, Hub, SIGNAL_PATH, SIGNAL_WINDOW};
 pub use limit::{Limiter, RateLimit};
+pub use payments::{issue_conditions, parse_time, IssueRequest, OwnerRequest, PaymentRequest};
 pub use server::{raise_open_file_limit, serve_with, HttpLimits};
 
 use crate::{

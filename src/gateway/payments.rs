@@ -118,20 +118,29 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for OptionalJson<T> {
 }
 
 /// Unix ms of an RFC 3339 time (`2026-12-01T08:00:00Z`, fractions allowed, `Z` or a
-/// `+08:00`-style offset).
-fn parse_time(field: &str, text: &str) -> Result<i64, ApiError> {
+/// `+08:00`-style offset). Pure; also used by the fuzz targets.
+pub fn parse_time(field: &str, text: &str) -> Result<i64, ApiError> {
     let bad = || {
         ApiError::bad_request(format!(
             "{field} is not an RFC 3339 time like 2026-12-01T08:00:00Z"
         ))
     };
     let text = text.trim();
-    // A trailing offset `+HH:MM` / `-HH:MM` (humantime only knows `Z`).
-    let (local, offset_secs) = match text.len().checked_sub(6).map(|i| text.split_at(i)) {
+    // A trailing offset `+HH:MM` / `-HH:MM` (humantime only knows `Z`). Split only on a
+    // char boundary (`a€€x` is 8 bytes).
+    let split = text
+        .len()
+        .checked_sub(6)
+        .filter(|&i| text.is_char_boundary(i))
+        .map(|i| text.split_at(i));
+    let (local, offset_secs) = match split {
         Some((local, off))
-            if text.is_char_boundary(text.len() - 6)
-                && matches!(off.as_bytes()[0], b'+' | b'-')
-                && off.as_bytes()[3] == b':' =>
+            if matches!(off.as_bytes()[0], b'+' | b'-')
+                && off.as_bytes()[3] == b':'
+                && off[1..3]
+                    .bytes()
+                    .chain(off[4..6].bytes())
+                    .all(|b| b.is_ascii_digit()) =>
         {
             let hours: i64 = off[1..3].parse().map_err(|_| bad())?;
             let minutes: i64 = off[4..6].parse().map_err(|_| bad())?;
@@ -154,8 +163,15 @@ fn parse_time(field: &str, text: &str) -> Result<i64, ApiError> {
     }
     let t = humantime::parse_rfc3339_weak(local).map_err(|_| bad())?;
     let ms = t.duration_since(UNIX_EPOCH).map_err(|_| bad())?.as_millis() as i64;
-    Ok(ms - offset_secs * 1000)
+    // `9999-12-31T23:00:00-23:00` is in year 10000, which RFC 3339 cannot print.
+    Some(ms - offset_secs * 1000)
+        .filter(|&ms| ms <= MAX_TIME_MS)
+        .ok_or_else(bad)
 }
+
+/// 9999-12-31T23:59:59.999Z, the last instant RFC 3339 (and [`rfc3339_ms`], which panics
+/// past it) can print.
+pub const MAX_TIME_MS: i64 = 253_402_300_799_999;
 
 fn opt_time(ms: Option<i64>) -> Value {
     ms.map_or(Value::Null, |ms| json!(rfc3339_ms(ms)))
@@ -289,7 +305,9 @@ pub struct IssueRequest {
     per_payment_limit: Option<i64>,
 }
 
-fn conditions(req: &IssueRequest, now: i64) -> Result<Conditions, ApiError> {
+/// The conditions of a `POST /v1/temp-passwords` body (times and `valid_for` read, not yet
+/// validated). Pure; also used by the fuzz targets.
+pub fn issue_conditions(req: &IssueRequest, now: i64) -> Result<Conditions, ApiError> {
     let valid_from = req
         .valid_from
         .as_deref()
@@ -307,6 +325,7 @@ fn conditions(req: &IssueRequest, now: i64) -> Result<Conditions, ApiError> {
                 .checked_mul(1000)
                 .and_then(|ms| i64::try_from(ms).ok())
                 .and_then(|ms| now.checked_add(ms))
+                .filter(|&ms| ms <= MAX_TIME_MS)
                 .ok_or_else(|| ApiError::bad_request("valid_for is too large"))?;
             Some(ms)
         }
@@ -330,7 +349,7 @@ pub async fn issue(
 ) -> Result<Response, ApiError> {
     let key = server_key(&gw)?;
     let now = now_ms();
-    let conditions = conditions(&req, now)?;
+    let conditions = issue_conditions(&req, now)?;
     let who = Who::resolve(&gw, &headers, req.username, req.password).await?;
     who.check_limit(&gw, &ip)?;
     // Both paths run Argon2id (the password check; the issued password is compared with
@@ -605,8 +624,30 @@ mod tests {
             "1970-01-01",
             "1970-01-01T00:00:00",
             "1970-01-01T00:00:00+8",
+            // Found by fuzz/http_json: a split inside `€` panicked.
+            "a€€x",
+            "1970-01-01T00:00:00€00",
+            // Offsets are digits only (`+5` parsed as an hour).
+            "1970-01-01T00:00:00++5:00",
+            "1970-01-01T00:00:00+01:-1",
+            // Year 10000 (fuzz/http_json: printing it panicked).
+            "9999-12-31T23:00:00-23:00",
         ] {
             assert!(parse_time("t", bad).is_err(), "{bad:?} accepted");
         }
+        let last = parse_time("t", "9999-12-31T23:59:59Z").unwrap();
+        assert_eq!(rfc3339_ms(last), "9999-12-31T23:59:59Z");
+        assert_eq!(rfc3339_ms(MAX_TIME_MS), "9999-12-31T23:59:59Z");
+    }
+
+    /// Found by fuzz/http_json: a `valid_for` past year 9999 panicked when printed.
+    #[test]
+    fn valid_for_past_year_9999_is_refused() {
+        let req: IssueRequest = serde_json::from_str(r#"{"valid_for":1000000000000}"#).unwrap();
+        let e = issue_conditions(&req, 1_795_910_400_000).err().unwrap();
+        assert_eq!(e.status, StatusCode::BAD_REQUEST);
+        let req: IssueRequest = serde_json::from_str(r#"{"valid_for":7200}"#).unwrap();
+        let c = issue_conditions(&req, 1_795_910_400_000).unwrap();
+        assert_eq!(c.valid_until, Some(1_795_917_600_000));
     }
 }

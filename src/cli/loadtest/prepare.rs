@@ -104,7 +104,7 @@ pub(super) fn run(global: &GlobalArgs, args: PrepareArgs) -> Result<(), Failure>
                         login_challenges::caller_e164.eq(callers[k].as_str()),
                         login_challenges::dial_number.eq(to.as_str()),
                         login_challenges::secret_hash.eq(token_hash(&id)),
-                        login_challenges::status.eq("pending"),
+                        login_challenges::status.eq(crate::store::states::LoginStatus::Pending),
                         login_challenges::attempts.eq(0),
                         login_challenges::created_at.eq(now),
                         login_challenges::expires_at.eq(expires_at_ms),
