@@ -741,7 +741,17 @@ async fn manage_with_a_session() {
 
     // A body that is there but not JSON is a 400, even with a session.
     let garbage = node
-        .raw(Method::POST, &path("pause"), &with_cookie, "{oops")
+        .raw(
+            Method::POST,
+            &path("pause"),
+            &[JSON, with_cookie[0]],
+            "{oops",
+        )
         .await;
     error(&garbage, StatusCode::BAD_REQUEST, "bad_request");
+    // With the cookie, a body must say it is JSON (CSRF: a form or text/plain is a 403).
+    let untyped = node
+        .raw(Method::POST, &path("pause"), &with_cookie, "{oops")
+        .await;
+    error(&untyped, StatusCode::FORBIDDEN, "json_required");
 }
