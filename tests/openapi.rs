@@ -818,6 +818,27 @@ async fn real_answers_match_the_document() {
     assert_eq!(reply.status, StatusCode::NO_CONTENT, "{:?}", reply.body);
     spec.check(Method::POST, SIGNAL_PATH, &reply);
 
+    // Cookie-carrying state changes from another origin, or with a body not declared
+    // JSON, are refused.
+    let evil = [
+        ("cookie", cookie.as_str()),
+        ("origin", "http://evil.example"),
+    ];
+    let reply = live.post("/v1/logout", &evil, Value::Null).await;
+    assert_eq!(reply.status, StatusCode::FORBIDDEN);
+    assert_eq!(reply.json()["error"], "cross_site_request");
+    spec.check(Method::POST, "/v1/logout", &reply);
+    let form = [
+        ("cookie", cookie.as_str()),
+        ("content-type", "application/x-www-form-urlencoded"),
+    ];
+    let reply = live
+        .call(Method::POST, "/v1/temp-passwords", &form, "label=x")
+        .await;
+    assert_eq!(reply.status, StatusCode::FORBIDDEN);
+    assert_eq!(reply.json()["error"], "json_required");
+    spec.check(Method::POST, "/v1/temp-passwords", &reply);
+
     // Logout ends the session.
     let reply = live.post("/v1/logout", &session, Value::Null).await;
     assert_eq!(reply.status, StatusCode::NO_CONTENT);
