@@ -6,20 +6,24 @@
 //!   (`{username, password}`, or the session) list them;
 //! - `POST /v1/temp-passwords/{id}/pause|resume|revoke` (session or `{username, password}`);
 //! - `POST /v1/payments` pays (200 approved, 402 declined) with an optional
-//!   `Idempotency-Key` header;
+//!   `Idempotency-Key` header: the same credential, amount and currency get the first
+//!   answer again with `Idempotent-Replayed: true`, anything else 422;
 //! - `GET /v1/balance` (session).
 //!
 //! Wrong passwords count toward the gateway's limiter (per client address and per
 //! account, shared with the login) and a locked-out caller gets 429 before any Argon2id
 //! or HMAC work. Argon2id runs on blocking threads behind `argon_permits`. Store errors
 //! are 503 (fail closed). Passwords are never logged.
+//!
+//! Over 600 lines: the whole HTTP surface of temporary passwords and payments (owner
+//! resolution, time parsing, the handlers) reads best in one place.
 
 use std::{sync::Arc, time::UNIX_EPOCH};
 
 use axum::{
     body::Bytes,
     extract::{FromRequest, Path, Request, State},
-    http::{HeaderMap, StatusCode},
+    http::{HeaderMap, HeaderValue, StatusCode},
     response::{IntoResponse, Response},
     Json,
 };
@@ -48,6 +52,8 @@ type Shared = State<Arc<Gateway>>;
 
 /// Header carrying the client's idempotency key of a payment.
 pub const IDEMPOTENCY_KEY_HEADER: &str = "idempotency-key";
+/// Response header marking a replayed answer (`true`), as Stripe does.
+pub const IDEMPOTENT_REPLAYED_HEADER: &str = "idempotent-replayed";
 
 // ---------------------------------------------------------------------------------------
 // Helpers
@@ -547,8 +553,8 @@ pub async fn pay(
         payments::pay(&store, &request, &settings, now_ms())
     })
     .await?;
-    let outcome = match result {
-        Ok(outcome) => outcome,
+    let (outcome, replayed) = match result {
+        Ok(paid) => (paid.outcome, paid.replayed),
         Err(PayError::IdempotencyMismatch) => {
             return Err(
                 ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "idempotency_key_reused")
@@ -578,7 +584,13 @@ pub async fn pay(
         }
         PayOutcome::Declined { .. } => StatusCode::PAYMENT_REQUIRED,
     };
-    Ok((status, Json(outcome)).into_response())
+    let mut response = (status, Json(outcome)).into_response();
+    if replayed {
+        response
+            .headers_mut()
+            .insert(IDEMPOTENT_REPLAYED_HEADER, HeaderValue::from_static("true"));
+    }
+    Ok(response)
 }
 
 // ---------------------------------------------------------------------------------------
