@@ -755,6 +755,12 @@ async fn real_answers_match_the_document() {
     assert_eq!(reply.status, StatusCode::OK, "{:?}", reply.body);
     spec.check(Method::POST, "/v1/payments", &reply);
     let reply = live
+        .post("/v1/payments", &key, pay(&tp_password, 1250))
+        .await;
+    assert_eq!(reply.status, StatusCode::OK);
+    assert_eq!(reply.header("idempotent-replayed"), Some("true"));
+    spec.check(Method::POST, "/v1/payments", &reply);
+    let reply = live
         .post("/v1/payments", &key, pay(&tp_password, 1300))
         .await;
     assert_eq!(reply.status, StatusCode::UNPROCESSABLE_ENTITY);
