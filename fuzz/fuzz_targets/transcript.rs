@@ -2,7 +2,7 @@
 //! server-line accessors.
 #![no_main]
 
-use dialgate::agi::transcript::{Direction, Transcript};
+use dialgate::agi::sim::transcript::{Direction, Transcript};
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
