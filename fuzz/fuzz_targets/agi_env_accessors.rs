@@ -14,7 +14,8 @@ fuzz_target!(|data: &[u8]| {
     };
     let entries: Vec<(&str, &[u8])> = env.entries().collect();
     assert_eq!(entries.is_empty(), env.is_empty());
-    for (key, value) in &entries {
+    // Checked on the first entries only: the check itself is quadratic.
+    for (key, value) in entries.iter().take(32) {
         // The first line with a key wins.
         let first = entries.iter().find(|(k, _)| k == key).unwrap().1;
         assert_eq!(env.get_raw(key), Some(first));
