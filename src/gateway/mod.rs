@@ -28,7 +28,9 @@ pub use callback::{CallbackLimiter, CallbackSettings};
 pub use error::ApiError;
 pub use hub::{sign, verify_signature, Hub, SIGNAL_PATH, SIGNAL_WINDOW};
 pub use limit::{Limiter, RateLimit};
-pub use payments::{issue_conditions, parse_time, IssueRequest, OwnerRequest, PaymentRequest};
+pub use payments::{
+    issue_conditions, parse_time, IssueRequest, OwnerRequest, PaymentRequest, MAX_TIME_MS,
+};
 
 use crate::{
     ami::AmiClient,
