@@ -17,6 +17,7 @@ use dialgate::{
         login::{self, LoginSettings},
         signal::ChallengeSignal,
     },
+    cli::enroll::rules,
     config::{Config, GlobalOptions},
     gateway::{self, sign, Gateway, GatewayConfig, Hub, RateLimit},
     metrics::Metrics,
@@ -50,8 +51,15 @@ fn db() -> Db {
     })
     .unwrap();
     let store = Store::open(&config.database_url, &OpenOptions::default()).unwrap();
-    let enrollment =
-        Enrollment::prepare(USER, PASSWORD, "Alice", "+8613800138000", vec![], &config).unwrap();
+    let enrollment = Enrollment::prepare(
+        USER,
+        PASSWORD,
+        "Alice",
+        "+8613800138000",
+        vec![],
+        &rules(&config),
+    )
+    .unwrap();
     enroll(&store, &enrollment).unwrap();
     Db {
         _dir: dir,

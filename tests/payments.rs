@@ -130,6 +130,16 @@ fn race(
     })
 }
 
+trait Approved {
+    fn is_approved(&self) -> bool;
+}
+
+impl Approved for PayOutcome {
+    fn is_approved(&self) -> bool {
+        matches!(self, PayOutcome::Approved { .. })
+    }
+}
+
 /// alice with `balance`, a temporary password with `conditions`, and `threads` payments
 /// of `amount` with it at once (each with `key(i)`).
 fn race_alice(
@@ -155,7 +165,20 @@ fn approved(outcomes: &[PayOutcome]) -> usize {
 fn assert_ledger_matches(store: &Store, username: &str, expected: i64) {
     let balance = payments::balance(store, username).unwrap().balance;
     assert_eq!(balance, expected, "balance");
-    assert_eq!(payments::ledger_sum(store, username).unwrap(), balance);
+    assert_eq!(ledger_sum(store, username), balance);
+}
+
+/// The sum of the account's ledger (must equal the balance, always).
+fn ledger_sum(store: &Store, username: &str) -> i64 {
+    use dialgate::store::schema::{accounts, ledger_entries};
+    use diesel::prelude::*;
+    let amounts: Vec<i64> = ledger_entries::table
+        .inner_join(accounts::table)
+        .filter(accounts::username.eq(username))
+        .select(ledger_entries::amount)
+        .load(&mut *store.conn().unwrap())
+        .unwrap();
+    amounts.iter().sum()
 }
 
 // ---------------------------------------------------------------------------------------

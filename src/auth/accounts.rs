@@ -1,5 +1,7 @@
 //! Accounts: enrollment and the operator's management of them. Every change is one
-//! transaction with its audit row, so a failure leaves nothing half-written.
+//! write job (`Store::write_blocking`) with its audit row, so a failure leaves nothing
+//! half-written. What enrollment needs from the configuration comes as plain values
+//! (`EnrollmentRules`): `auth` knows nothing of `config`.
 
 use diesel::{
     prelude::*,
@@ -13,14 +15,14 @@ use super::{
     passwords::{self, PasswordPolicyError},
 };
 use crate::{
-    config::Config,
-    phone::{PhoneError, E164},
+    phone::{PhoneError, Region, E164},
     store::{
         models::{Account, DocumentInfo, NewAccount, NewDocument, NewPhone, Phone},
         now_ms,
         schema::{
             accounts, identity_documents, login_challenges, phones, sessions, temp_passwords,
         },
+        states::{LoginStatus, TempPasswordStatus},
         DbConnection, Store, StoreError,
     },
 };
@@ -60,20 +62,17 @@ impl From<DieselError> for AccountError {
     }
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Status {
-    Active,
-    Disabled,
-}
+/// An account's status (`accounts.status`).
+pub use crate::store::states::AccountStatus as Status;
 
-impl Status {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Status::Active => "active",
-            Status::Disabled => "disabled",
-        }
-    }
+/// What enrollment needs from the configuration, as plain values.
+#[derive(Debug, Clone, Copy)]
+pub struct EnrollmentRules<'a> {
+    /// Region of phone numbers written without a country code.
+    pub default_region: Region,
+    pub max_document_bytes: usize,
+    /// The new account's currency.
+    pub currency: &'a str,
 }
 
 /// Usernames are compared case-insensitively: they are stored lower-case.
@@ -129,22 +128,22 @@ impl Enrollment {
         display_name: &str,
         phone: &str,
         documents: Vec<(DocumentKind, Vec<u8>)>,
-        config: &Config,
+        rules: &EnrollmentRules<'_>,
     ) -> Result<Enrollment, AccountError> {
         let username = normalize_username(username)?;
         let display_name = check_display_name(display_name)?;
-        let phone = crate::phone::normalize(phone, config.default_region)?;
+        let phone = crate::phone::normalize(phone, rules.default_region)?;
         passwords::check_policy(&username, password)?;
         let documents = documents
             .into_iter()
-            .map(|(kind, bytes)| Document::validate(kind, bytes, config.max_document_bytes))
+            .map(|(kind, bytes)| Document::validate(kind, bytes, rules.max_document_bytes))
             .collect::<Result<Vec<_>, _>>()?;
         Ok(Enrollment {
             username,
             display_name,
             phone,
             password_hash: passwords::hash(password),
-            currency: config.currency.clone(),
+            currency: rules.currency.to_string(),
             documents,
         })
     }
@@ -187,8 +186,9 @@ fn find(conn: &mut DbConnection, username: &str) -> Result<Account, AccountError
 
 /// Creates the account, its phone and documents, and the audit row, in one transaction.
 pub fn enroll(store: &Store, e: &Enrollment) -> Result<AccountSummary, AccountError> {
-    let mut conn = store.conn()?;
-    let outcome = conn.transaction::<_, DieselError, _>(|conn| {
+    let e = e.clone();
+    let username = e.username.clone();
+    let outcome = store.write_blocking(move |conn| -> Result<(), StoreError> {
         let now = now_ms();
         diesel::insert_into(accounts::table)
             .values(NewAccount {
@@ -233,9 +233,9 @@ pub fn enroll(store: &Store, e: &Enrollment) -> Result<AccountSummary, AccountEr
         Ok(())
     });
     match outcome {
-        Ok(()) => show_with(&mut conn, &e.username),
-        Err(err) if is_unique_violation(&err) => {
-            Err(AccountError::UsernameTaken(e.username.clone()))
+        Ok(()) => show(store, &username),
+        Err(StoreError::Query(err)) if is_unique_violation(&err) => {
+            Err(AccountError::UsernameTaken(username))
         }
         Err(err) => Err(err.into()),
     }
@@ -297,18 +297,18 @@ fn change(
     store: &Store,
     username: &str,
     kind: &'static str,
-    change: impl FnOnce(&mut DbConnection, &Account) -> Result<(), DieselError>,
+    change: impl FnOnce(&mut DbConnection, &Account) -> Result<(), DieselError> + Send + 'static,
 ) -> Result<AccountSummary, AccountError> {
-    let mut conn = store.conn()?;
-    let account = find(&mut conn, username)?;
-    conn.transaction::<_, DieselError, _>(|conn| {
+    let account = find(&mut *store.conn()?, username)?;
+    let name = username.to_string();
+    store.write_blocking(move |conn| -> Result<(), StoreError> {
         change(conn, &account)?;
-        audit::record(
+        Ok(audit::record(
             conn,
-            audit::Event::new(kind, "ok").account(account.id, username),
-        )
+            audit::Event::new(kind, "ok").account(account.id, &name),
+        )?)
     })?;
-    show_with(&mut conn, username)
+    show(store, username)
 }
 
 pub fn set_status(
@@ -320,10 +320,10 @@ pub fn set_status(
         Status::Active => "account_enabled",
         Status::Disabled => "account_disabled",
     };
-    change(store, username, kind, |conn, account| {
+    change(store, username, kind, move |conn, account| {
         diesel::update(accounts::table.find(account.id))
             .set((
-                accounts::status.eq(status.as_str()),
+                accounts::status.eq(status),
                 accounts::updated_at.eq(now_ms()),
             ))
             .execute(conn)?;
@@ -340,7 +340,8 @@ pub fn set_phone(
     username: &str,
     phone: &E164,
 ) -> Result<AccountSummary, AccountError> {
-    change(store, username, "phone_changed", |conn, account| {
+    let phone = phone.clone();
+    change(store, username, "phone_changed", move |conn, account| {
         diesel::delete(phones::table.filter(phones::account_id.eq(account.id))).execute(conn)?;
         diesel::insert_into(phones::table)
             .values(NewPhone {
@@ -353,9 +354,9 @@ pub fn set_phone(
         diesel::update(
             login_challenges::table
                 .filter(login_challenges::account_id.eq(account.id))
-                .filter(login_challenges::status.eq("pending")),
+                .filter(login_challenges::status.eq(LoginStatus::Pending)),
         )
-        .set(login_challenges::status.eq("cancelled"))
+        .set(login_challenges::status.eq(LoginStatus::Cancelled))
         .execute(conn)?;
         Ok(())
     })
@@ -368,11 +369,12 @@ pub fn set_password(
     username: &str,
     password_hash: &str,
 ) -> Result<AccountSummary, AccountError> {
-    change(store, username, "password_changed", |conn, account| {
+    let password_hash = password_hash.to_string();
+    change(store, username, "password_changed", move |conn, account| {
         let now = now_ms();
         diesel::update(accounts::table.find(account.id))
             .set((
-                accounts::password_hash.eq(password_hash),
+                accounts::password_hash.eq(&password_hash),
                 accounts::password_changed_at.eq(now),
                 accounts::failed_logins.eq(0),
                 accounts::locked_until.eq(None::<i64>),
@@ -382,10 +384,10 @@ pub fn set_password(
         diesel::update(
             temp_passwords::table
                 .filter(temp_passwords::account_id.eq(account.id))
-                .filter(temp_passwords::state.ne("revoked")),
+                .filter(temp_passwords::status.ne(TempPasswordStatus::Revoked)),
         )
         .set((
-            temp_passwords::state.eq("revoked"),
+            temp_passwords::status.eq(TempPasswordStatus::Revoked),
             temp_passwords::revoked_at.eq(Some(now)),
         ))
         .execute(conn)?;
@@ -407,9 +409,9 @@ fn revoke_sessions(conn: &mut DbConnection, account_id: i64) -> Result<(), Diese
 /// Deletes the account with its phones, documents and everything else it owns. The
 /// audit trail keeps a row saying it happened.
 pub fn delete(store: &Store, username: &str) -> Result<(), AccountError> {
-    let mut conn = store.conn()?;
-    let account = find(&mut conn, username)?;
-    conn.transaction::<_, DieselError, _>(|conn| {
+    let account = find(&mut *store.conn()?, username)?;
+    let username = username.to_string();
+    store.write_blocking(move |conn| -> Result<(), StoreError> {
         use crate::store::schema::{ledger_entries, payments};
         // Children first and explicitly, so the result does not depend on the backend
         // enforcing ON DELETE CASCADE.
@@ -426,10 +428,10 @@ pub fn delete(store: &Store, username: &str) -> Result<(), AccountError> {
             .execute(conn)?;
         diesel::delete(payments::table.filter(payments::account_id.eq(id))).execute(conn)?;
         diesel::delete(accounts::table.find(id)).execute(conn)?;
-        audit::record(
+        Ok(audit::record(
             conn,
-            audit::Event::new("account_deleted", "ok").account(id, username),
-        )
+            audit::Event::new("account_deleted", "ok").account(id, &username),
+        )?)
     })?;
     Ok(())
 }

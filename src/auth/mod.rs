@@ -3,7 +3,10 @@
 
 pub mod accounts;
 pub mod audit;
+pub mod balance;
 pub mod callbacks;
+pub mod conditions;
+pub mod credentials;
 pub mod documents;
 pub mod login;
 pub mod passwords;

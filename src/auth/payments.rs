@@ -1,23 +1,29 @@
-//! Stored-value accounts: top-ups, the balance, and payments with a temporary (or the
-//! long-term) password.
+//! Payments from a stored-value account with a temporary (or the long-term) password.
+//! Amounts, top-ups and the balance are `auth::balance` (re-exported here).
 //!
 //! Money is integer minor units (1250 = 12.50) in the account's currency. Every balance
 //! change is one ledger row written in the same transaction, so the balance always
 //! equals the sum of the ledger.
 //!
-//! A payment checks AND consumes every condition in one transaction, with conditional
+//! Who pays is `credentials::check` (a temporary password by its keyed hash, else the
+//! long-term password with equal work). A payment then checks AND consumes every
+//! condition in one write job (`Store::write_blocking`: a savepoint of the SQLite
+//! writer's transaction, or a MySQL transaction of its own), with conditional
 //! UPDATEs checked by affected rows (no `SELECT ... FOR UPDATE`, so it works alike on
 //! MySQL/MariaDB and SQLite):
 //!
 //! 1. the payment row is inserted first (status `pending`); with an idempotency key the
 //!    UNIQUE (account_id, idempotency_key) constraint makes concurrent retries wait for
 //!    the first and then find its answer;
-//! 2. in a savepoint: `temp_passwords` uses+1 and spent+amount only if it is active, in
-//!    its window, has uses and limit left and the amount is within the per-payment limit;
+//! 2. in a savepoint: `temp_passwords` uses+1 and spent+amount only if
+//!    `conditions::admits` it (active, in its window, uses and limit left, amount within
+//!    the per-payment limit);
 //!    then `accounts` balance-amount only if the balance covers it; then the ledger row;
 //! 3. if an UPDATE touched no row, the savepoint is rolled back (nothing is consumed),
-//!    the reason is read from the row, and the payment row is kept as `declined`;
+//!    the reason (`conditions::decline`) is read from the row, and the payment row is
+//!    kept as `declined`;
 //! 4. the answer is stored as JSON in the payment row, so a retry returns it verbatim.
+//!    A deadlock (MySQL) retries the whole write job, up to 10 times.
 //!
 //! Wrong passwords count toward the account's lockout (`accounts.failed_logins`, shared
 //! with the dial-in login; at `login::MAX_CONSECUTIVE_FAILURES` every payment and login
@@ -31,24 +37,27 @@ use diesel::{
 };
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
-use subtle::ConstantTimeEq;
 
+pub use super::balance::{
+    balance, check_amount, format_amount, parse_amount, top_up, BalanceSummary, LedgerEntry,
+    MAX_AMOUNT, MAX_NOTE_CHARS,
+};
+pub use super::conditions::DeclineReason;
 use super::{
-    accounts::{normalize_username, AccountError},
-    audit, login, passwords,
-    temp_passwords::{self, count_failure, dummy_hash, find_account, TempPasswordRow},
+    accounts::AccountError,
+    audit,
+    balance::current_balance,
+    conditions::{self, TempPasswordRow},
+    credentials::{self, Accepted, Attempt, Credential, RefusalAudit},
 };
 use crate::store::{
     models::Account,
-    schema::{accounts, ledger_entries, payments, temp_passwords as tp},
+    schema::{accounts, ledger_entries, payments},
+    states::PaymentStatus,
     DbConnection, Store, StoreError,
 };
 
-/// The largest amount one top-up or payment may move (10^12 minor units), far from
-/// overflowing a balance.
-pub const MAX_AMOUNT: i64 = 1_000_000_000_000;
 pub const MAX_IDEMPOTENCY_KEY_CHARS: usize = 128;
-pub const MAX_NOTE_CHARS: usize = 255;
 /// Deadlocks (MySQL) are retried this many times before giving up.
 const MAX_ATTEMPTS: usize = 10;
 
@@ -107,55 +116,6 @@ impl From<DieselError> for PayError {
     }
 }
 
-/// Why a payment was declined (HTTP 402).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum DeclineReason {
-    InvalidCredentials,
-    NotYetValid,
-    Expired,
-    UsesExhausted,
-    LimitExceeded,
-    PerPaymentLimitExceeded,
-    InsufficientBalance,
-    Paused,
-    Revoked,
-}
-
-impl DeclineReason {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            DeclineReason::InvalidCredentials => "invalid_credentials",
-            DeclineReason::NotYetValid => "not_yet_valid",
-            DeclineReason::Expired => "expired",
-            DeclineReason::UsesExhausted => "uses_exhausted",
-            DeclineReason::LimitExceeded => "limit_exceeded",
-            DeclineReason::PerPaymentLimitExceeded => "per_payment_limit_exceeded",
-            DeclineReason::InsufficientBalance => "insufficient_balance",
-            DeclineReason::Paused => "paused",
-            DeclineReason::Revoked => "revoked",
-        }
-    }
-
-    pub const ALL: [DeclineReason; 9] = [
-        DeclineReason::InvalidCredentials,
-        DeclineReason::NotYetValid,
-        DeclineReason::Expired,
-        DeclineReason::UsesExhausted,
-        DeclineReason::LimitExceeded,
-        DeclineReason::PerPaymentLimitExceeded,
-        DeclineReason::InsufficientBalance,
-        DeclineReason::Paused,
-        DeclineReason::Revoked,
-    ];
-}
-
-impl std::fmt::Display for DeclineReason {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
-
 /// The answer to a payment, as stored for retries and sent to the client.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "status", rename_all = "snake_case")]
@@ -183,10 +143,6 @@ pub enum PayOutcome {
 }
 
 impl PayOutcome {
-    pub fn is_approved(&self) -> bool {
-        matches!(self, PayOutcome::Approved { .. })
-    }
-
     pub fn payment_id(&self) -> Option<i64> {
         match self {
             PayOutcome::Approved { payment_id, .. } => Some(*payment_id),
@@ -231,83 +187,6 @@ impl<'a> PaySettings<'a> {
     }
 }
 
-#[derive(Debug, Clone, Serialize)]
-pub struct LedgerEntry {
-    pub id: i64,
-    pub kind: String,
-    pub amount: i64,
-    pub balance_after: i64,
-    pub payment_id: Option<i64>,
-    pub note: Option<String>,
-    pub created_at_ms: i64,
-}
-
-#[derive(Debug, Clone, Serialize)]
-pub struct BalanceSummary {
-    pub username: String,
-    pub balance: i64,
-    pub currency: String,
-    /// The most recent ledger rows, newest first.
-    pub recent: Vec<LedgerEntry>,
-}
-
-/// Parses a decimal amount in major units (`12.50`, `12.5`, `12`) into minor units
-/// (1250). At most two decimals, more than zero, digits only.
-pub fn parse_amount(text: &str) -> Result<i64, PaymentError> {
-    let t = text.trim();
-    let bad = |why: &str| {
-        Err(PaymentError::InvalidAmount(format!(
-            "{t:?} {why}; write it like 12.50"
-        )))
-    };
-    if t.starts_with('-') {
-        return bad("is negative");
-    }
-    let (whole, frac) = t.split_once('.').unwrap_or((t, ""));
-    if whole.is_empty() || !whole.bytes().all(|b| b.is_ascii_digit()) {
-        return bad("is not a number");
-    }
-    if !frac.bytes().all(|b| b.is_ascii_digit()) || (t.contains('.') && frac.is_empty()) {
-        return bad("is not a number");
-    }
-    if frac.len() > 2 {
-        return bad("has more than two decimals");
-    }
-    if whole.len() > 13 {
-        return bad("is too large");
-    }
-    let whole: i64 = whole.parse().expect("digits");
-    let cents: i64 = format!("{frac:0<2}").parse().expect("digits");
-    let amount = whole * 100 + cents;
-    check_amount(amount).or_else(|_| bad("must be more than 0 and at most 10000000000.00"))
-}
-
-/// `1250` -> `12.50`.
-pub fn format_amount(minor: i64) -> String {
-    let sign = if minor < 0 { "-" } else { "" };
-    let m = minor.unsigned_abs();
-    format!("{sign}{}.{:02}", m / 100, m % 100)
-}
-
-pub fn check_amount(amount: i64) -> Result<i64, PaymentError> {
-    if amount <= 0 {
-        return Err(PaymentError::InvalidAmount(format!(
-            "{amount} must be more than 0 (integer minor units: 1250 = 12.50)"
-        )));
-    }
-    if amount > MAX_AMOUNT {
-        return Err(PaymentError::InvalidAmount(format!(
-            "{amount} is more than the maximum {MAX_AMOUNT}"
-        )));
-    }
-    Ok(amount)
-}
-
-fn account_by_name(conn: &mut DbConnection, username: &str) -> Result<Account, PaymentError> {
-    let name = normalize_username(username)?;
-    Ok(find_account(conn, &name)?.ok_or(AccountError::NotFound(name))?)
-}
-
 fn is_retryable(e: &DieselError) -> bool {
     matches!(
         e,
@@ -328,125 +207,6 @@ fn last_insert_id(conn: &mut DbConnection) -> Result<i64, DieselError> {
     }
 }
 
-fn current_balance(conn: &mut DbConnection, account_id: i64) -> Result<i64, DieselError> {
-    accounts::table
-        .find(account_id)
-        .select(accounts::balance)
-        .first(conn)
-}
-
-/// Adds `amount` (minor units, > 0) to the balance with its ledger row.
-pub fn top_up(
-    store: &Store,
-    username: &str,
-    amount: i64,
-    note: Option<&str>,
-    now: i64,
-) -> Result<BalanceSummary, PaymentError> {
-    check_amount(amount)?;
-    let note = note.map(str::trim).filter(|n| !n.is_empty());
-    if let Some(note) = note {
-        if note.chars().count() > MAX_NOTE_CHARS || note.chars().any(char::is_control) {
-            return Err(PaymentError::InvalidRequest(
-                "the note must be at most 255 characters without control characters".into(),
-            ));
-        }
-    }
-    let mut conn = store.conn()?;
-    let account = account_by_name(&mut conn, username)?;
-    conn.transaction::<_, DieselError, _>(|conn| {
-        // The write first: SQLite then takes the write lock at once.
-        diesel::update(accounts::table.find(account.id))
-            .set((
-                accounts::balance.eq(accounts::balance + amount),
-                accounts::updated_at.eq(now),
-            ))
-            .execute(conn)?;
-        let balance = current_balance(conn, account.id)?;
-        diesel::insert_into(ledger_entries::table)
-            .values((
-                ledger_entries::account_id.eq(account.id),
-                ledger_entries::kind.eq("top_up"),
-                ledger_entries::amount.eq(amount),
-                ledger_entries::balance_after.eq(balance),
-                ledger_entries::payment_id.eq(None::<i64>),
-                ledger_entries::note.eq(note),
-                ledger_entries::created_at.eq(now),
-            ))
-            .execute(conn)?;
-        audit::record(
-            conn,
-            audit::Event::new("top_up", "ok")
-                .account(account.id, &account.username)
-                .detail(serde_json::json!({ "amount": amount, "balance": balance })),
-        )
-    })?;
-    summary(&mut conn, account)
-}
-
-/// The balance, its currency and the latest ledger rows.
-pub fn balance(store: &Store, username: &str) -> Result<BalanceSummary, PaymentError> {
-    let mut conn = store.conn()?;
-    let account = account_by_name(&mut conn, username)?;
-    summary(&mut conn, account)
-}
-
-/// The sum of the account's ledger (equals the balance, always).
-pub fn ledger_sum(store: &Store, username: &str) -> Result<i64, PaymentError> {
-    let mut conn = store.conn()?;
-    let account = account_by_name(&mut conn, username)?;
-    let amounts: Vec<i64> = ledger_entries::table
-        .filter(ledger_entries::account_id.eq(account.id))
-        .select(ledger_entries::amount)
-        .load(&mut conn)?;
-    Ok(amounts.iter().sum())
-}
-
-fn summary(conn: &mut DbConnection, account: Account) -> Result<BalanceSummary, PaymentError> {
-    let balance = current_balance(conn, account.id)?;
-    type Row = (i64, String, i64, i64, Option<i64>, Option<String>, i64);
-    let rows: Vec<Row> = ledger_entries::table
-        .filter(ledger_entries::account_id.eq(account.id))
-        .order(ledger_entries::id.desc())
-        .limit(20)
-        .select((
-            ledger_entries::id,
-            ledger_entries::kind,
-            ledger_entries::amount,
-            ledger_entries::balance_after,
-            ledger_entries::payment_id,
-            ledger_entries::note,
-            ledger_entries::created_at,
-        ))
-        .load(conn)?;
-    Ok(BalanceSummary {
-        username: account.username,
-        balance,
-        currency: account.currency,
-        recent: rows
-            .into_iter()
-            .map(
-                |(id, kind, amount, balance_after, payment_id, note, created_at)| LedgerEntry {
-                    id,
-                    kind,
-                    amount,
-                    balance_after,
-                    payment_id,
-                    note,
-                    created_at_ms: created_at,
-                },
-            )
-            .collect(),
-    })
-}
-
-/// The credential a payment was made with.
-#[derive(Debug, Clone, Copy)]
-enum Credential {
-    Temp(i64),
-    LongTerm,
-}
-
 /// sha256(account | amount | currency): what a reused idempotency key must match.
 fn fingerprint(account_id: i64, amount: i64, currency: &str) -> String {
     hex::encode(Sha256::digest(
@@ -459,6 +219,16 @@ enum Abort {
     /// Another request holds (or held) this idempotency key.
     Duplicate,
     Db(DieselError),
+    Store(StoreError),
+}
+
+impl From<StoreError> for Abort {
+    fn from(e: StoreError) -> Self {
+        match e {
+            StoreError::Query(e) => e.into(),
+            e => Abort::Store(e),
+        }
+    }
 }
 
 impl From<DieselError> for Abort {
@@ -502,56 +272,33 @@ pub fn pay(
             ))));
         }
     }
-    let mut conn = store.conn()?;
-    let name = normalize_username(request.username).ok();
-    let account = match &name {
-        Some(name) => find_account(&mut conn, name)?,
-        None => None,
-    };
-
     // 1. Who is paying. A temporary password is found by its keyed hash (HMAC only);
     //    anything else costs one Argon2id verification, also for unknown users.
-    let temp = temp_passwords::canonical(request.password)
-        .map(|c| temp_passwords::secret_hash(settings.server_key, &c));
-    let mut credential = None;
-    if let (Some(hash), Some(account)) = (&temp, &account) {
-        let stored: Option<(i64, String)> = tp::table
-            .filter(tp::secret_hash.eq(hash))
-            .filter(tp::account_id.eq(account.id))
-            .select((tp::id, tp::secret_hash))
-            .first(&mut conn)
-            .optional()?;
-        if let Some((id, stored)) = stored {
-            if bool::from(stored.as_bytes().ct_eq(hash.as_bytes())) {
-                credential = Some(Credential::Temp(id));
-            }
-        }
-    }
-    if credential.is_none() && settings.allow_long_term {
-        let hash = account
-            .as_ref()
-            .map_or(dummy_hash(), |a| a.password_hash.as_str());
-        if passwords::verify(request.password, hash) {
-            credential = Some(Credential::LongTerm);
-        }
-    }
-    let refusal = match (&account, credential) {
-        (None, _) => Some("unknown_user"),
-        (Some(a), credential) => login::refusal(a, credential.is_some()),
+    let attempt = Attempt {
+        username: request.username,
+        password: request.password,
+        long_term: settings.allow_long_term,
+        temp_key: Some(settings.server_key),
+        client_ip: request.client_ip,
     };
-    let (Some(account), Some(credential), None) = (account, credential, refusal) else {
-        let reason = refusal.expect("a refusal when anything is missing");
-        record_bad_credentials(&mut conn, name.as_deref(), reason, request)?;
+    let refused = RefusalAudit {
+        kind: "payment",
+        outcome: PaymentStatus::Declined.as_str(),
+        detail: Some(serde_json::json!({
+            "amount": request.amount,
+            "decline": DeclineReason::InvalidCredentials.as_str(),
+        })),
+    };
+    let Some(Accepted {
+        account,
+        credential,
+    }) = credentials::check(store, &attempt, refused)?
+    else {
         return Ok(PayOutcome::Declined {
             reason: DeclineReason::InvalidCredentials,
             payment_id: None,
         });
     };
-    if matches!(credential, Credential::LongTerm) && account.failed_logins != 0 {
-        diesel::update(accounts::table.find(account.id))
-            .set(accounts::failed_logins.eq(0))
-            .execute(&mut conn)?;
-    }
     if let Some(currency) = request.currency {
         if !currency.eq_ignore_ascii_case(&account.currency) {
             return Err(PayError::Invalid(PaymentError::CurrencyMismatch {
@@ -564,9 +311,10 @@ pub fn pay(
     // 2. Check and consume, in one transaction.
     let print = fingerprint(account.id, request.amount, &account.currency);
     for attempt in 1.. {
-        match charge(&mut conn, &account, credential, request, &print, now) {
+        match charge(store, &account, credential, request, &print, now) {
             Ok(outcome) => return Ok(outcome),
             Err(Abort::Duplicate) => {
+                let mut conn = store.conn()?;
                 if let Some(outcome) = stored_answer(&mut conn, &account, request, &print)? {
                     return Ok(outcome);
                 }
@@ -574,6 +322,7 @@ pub fn pay(
             }
             Err(Abort::Db(e)) if is_retryable(&e) && attempt < MAX_ATTEMPTS => {}
             Err(Abort::Db(e)) => return Err(e.into()),
+            Err(Abort::Store(e)) => return Err(e.into()),
         }
         if attempt >= MAX_ATTEMPTS {
             break;
@@ -613,42 +362,9 @@ fn stored_answer(
     }
 }
 
-fn record_bad_credentials(
-    conn: &mut DbConnection,
-    username: Option<&str>,
-    reason: &str,
-    request: &PayRequest<'_>,
-) -> Result<(), DieselError> {
-    let account = match username {
-        Some(name) => find_account(conn, name)?,
-        None => None,
-    };
-    conn.transaction::<_, DieselError, _>(|conn| {
-        let mut event = audit::Event::new("payment", "declined").reason(reason);
-        if let Some(account) = &account {
-            if reason == "wrong_password" {
-                count_failure(conn, account.id)?;
-            }
-            event = event.account(account.id, &account.username);
-        } else if let Some(name) = username {
-            event = event.username(name);
-        }
-        if let Some(ip) = request.client_ip {
-            event = event.client_ip(ip);
-        }
-        audit::record(
-            conn,
-            event.detail(serde_json::json!({
-                "amount": request.amount,
-                "decline": DeclineReason::InvalidCredentials.as_str(),
-            })),
-        )
-    })
-}
-
 /// One attempt at the payment transaction.
 fn charge(
-    conn: &mut DbConnection,
+    store: &Store,
     account: &Account,
     credential: Credential,
     request: &PayRequest<'_>,
@@ -660,7 +376,13 @@ fn charge(
         Credential::Temp(id) => Some(id),
         Credential::LongTerm => None,
     };
-    conn.transaction::<_, Abort, _>(|conn| {
+    let account = account.clone();
+    let idempotency_key = request.idempotency_key.map(str::to_string);
+    let client_ip = request.client_ip.map(str::to_string);
+    let print = print.to_string();
+    store.write_blocking(move |conn| -> Result<PayOutcome, Abort> {
+        let idempotency_key = idempotency_key.as_deref();
+        let print = print.as_str();
         // Lock the account row first (a write, so SQLite takes its write lock at once).
         // Every payment of the account then queues here, in one order: on InnoDB the
         // foreign-key checks of the inserts below would otherwise hold shared locks on
@@ -676,9 +398,9 @@ fn charge(
                 payments::temp_password_id.eq(temp_id),
                 payments::amount.eq(amount),
                 payments::currency.eq(&account.currency),
-                payments::status.eq("pending"),
-                payments::idempotency_key.eq(request.idempotency_key),
-                payments::fingerprint.eq(request.idempotency_key.map(|_| print)),
+                payments::status.eq(PaymentStatus::Pending),
+                payments::idempotency_key.eq(idempotency_key),
+                payments::fingerprint.eq(idempotency_key.map(|_| print)),
                 payments::created_at.eq(now),
             ))
             .execute(conn)?;
@@ -687,38 +409,7 @@ fn charge(
         let consumed = conn.transaction::<_, Consume, _>(|conn| {
             let mut row = None;
             if let Some(id) = temp_id {
-                let changed = diesel::update(
-                    tp::table
-                        .filter(tp::id.eq(id))
-                        .filter(tp::state.eq("active"))
-                        .filter(tp::valid_from.is_null().or(tp::valid_from.le(now)))
-                        .filter(tp::valid_until.is_null().or(tp::valid_until.gt(now)))
-                        .filter(
-                            tp::max_uses
-                                .is_null()
-                                .or(tp::uses.lt(tp::max_uses.assume_not_null())),
-                        )
-                        .filter(
-                            tp::spend_limit
-                                .is_null()
-                                .or((tp::spent + amount).le(tp::spend_limit.assume_not_null())),
-                        )
-                        .filter(
-                            tp::per_payment_limit
-                                .is_null()
-                                .or(tp::per_payment_limit.ge(amount)),
-                        ),
-                )
-                .set((tp::uses.eq(tp::uses + 1), tp::spent.eq(tp::spent + amount)))
-                .execute(conn)?;
-                let current: TempPasswordRow = tp::table
-                    .find(id)
-                    .select(TempPasswordRow::as_select())
-                    .first(conn)?;
-                if changed != 1 {
-                    return Err(Consume::Declined(classify(&current, amount, now)));
-                }
-                row = Some(current);
+                row = Some(conditions::consume(conn, id, amount, now)?.map_err(Consume::Declined)?);
             }
             let changed = diesel::update(
                 accounts::table
@@ -763,8 +454,8 @@ fn charge(
             Err(Consume::Db(e)) => return Err(Abort::Db(e)),
         };
         let (status, reason) = match &outcome {
-            PayOutcome::Approved { .. } => ("approved", None),
-            PayOutcome::Declined { reason, .. } => ("declined", Some(reason.as_str())),
+            PayOutcome::Approved { .. } => (PaymentStatus::Approved, None),
+            PayOutcome::Declined { reason, .. } => (PaymentStatus::Declined, Some(reason.as_str())),
         };
         diesel::update(payments::table.find(payment_id))
             .set((
@@ -773,11 +464,12 @@ fn charge(
                 payments::response.eq(serde_json::to_string(&outcome).expect("serialisable")),
             ))
             .execute(conn)?;
-        let mut event = audit::Event::new("payment", status).account(account.id, &account.username);
+        let mut event =
+            audit::Event::new("payment", status.as_str()).account(account.id, &account.username);
         if let Some(reason) = reason {
             event = event.reason(reason);
         }
-        if let Some(ip) = request.client_ip {
+        if let Some(ip) = &client_ip {
             event = event.client_ip(ip);
         }
         audit::record(
@@ -792,34 +484,6 @@ fn charge(
         )?;
         Ok(outcome)
     })
-}
-
-/// Why the conditional UPDATE matched no row, read from the row as it is now.
-fn classify(row: &TempPasswordRow, amount: i64, now: i64) -> DeclineReason {
-    match row.state.as_str() {
-        "revoked" => return DeclineReason::Revoked,
-        "paused" => return DeclineReason::Paused,
-        _ => {}
-    }
-    if row.valid_from.is_some_and(|from| from > now) {
-        DeclineReason::NotYetValid
-    } else if row.valid_until.is_some_and(|until| until <= now) {
-        DeclineReason::Expired
-    } else if row.per_payment_limit.is_some_and(|limit| amount > limit) {
-        DeclineReason::PerPaymentLimitExceeded
-    } else if row.max_uses.is_some_and(|max| row.uses >= max) {
-        DeclineReason::UsesExhausted
-    } else if row
-        .spend_limit
-        .is_some_and(|limit| row.spent + amount > limit)
-    {
-        DeclineReason::LimitExceeded
-    } else if row.max_uses.is_some() {
-        // Changed between the UPDATE and this read: the likeliest cause.
-        DeclineReason::UsesExhausted
-    } else {
-        DeclineReason::LimitExceeded
-    }
 }
 
 #[cfg(test)]

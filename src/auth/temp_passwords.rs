@@ -2,8 +2,9 @@
 //! server-generated password with conditions (validity window, number of uses, spending
 //! limits) instead of sharing the long-term one.
 //!
-//! - Issuing checks the long-term password with Argon2id (generic error, equal work
-//!   whether or not the user exists).
+//! - Issuing checks the long-term password (`credentials::check`: Argon2id, generic
+//!   error, equal work whether or not the user exists). The conditions themselves are
+//!   `auth::conditions`.
 //! - The temporary password is 16 characters from a 32-symbol alphabet without look-alike
 //!   characters (80 bits), shown as `ABCD-EFGH-JKMN-PQRS`. It is shown once and stored only
 //!   as HMAC-SHA256 under the server key, so a database leak alone reveals nothing and
@@ -27,16 +28,16 @@ use rand::{rngs::OsRng, Rng, RngCore};
 use serde::Serialize;
 use sha2::Sha256;
 
+pub use super::conditions::{Conditions, TempPasswordRow, MAX_LABEL_CHARS};
 use super::{
     accounts::{normalize_username, AccountError},
     audit,
-    login::{self, random_token},
+    credentials::{self, find_account, Attempt, RefusalAudit},
+    login::random_token,
     passwords,
 };
 use crate::store::{
-    models::Account,
-    schema::{accounts, temp_passwords},
-    DbConnection, Store, StoreError,
+    models::Account, schema::temp_passwords, states::TempPasswordStatus, Store, StoreError,
 };
 
 /// 32 symbols (5 bits each): digits 2-9 and letters without I and O, so nothing reads as
@@ -48,7 +49,6 @@ pub const PASSWORD_CHARS: usize = 16;
 pub const KEY_BYTES: usize = 32;
 /// Shortest server key accepted from configuration.
 pub const MIN_KEY_BYTES: usize = 16;
-pub const MAX_LABEL_CHARS: usize = 64;
 
 #[derive(Debug, thiserror::Error)]
 pub enum TempPasswordError {
@@ -85,53 +85,6 @@ impl TempPasswordError {
 impl From<DieselError> for TempPasswordError {
     fn from(e: DieselError) -> Self {
         TempPasswordError::Store(StoreError::Query(e))
-    }
-}
-
-/// What the owner allows a temporary password to do. `None` = no such limit. Times are
-/// Unix ms; money is integer minor units in the account's currency.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
-pub struct Conditions {
-    pub label: Option<String>,
-    pub valid_from: Option<i64>,
-    pub valid_until: Option<i64>,
-    pub max_uses: Option<i32>,
-    pub spend_limit: Option<i64>,
-    pub per_payment_limit: Option<i64>,
-}
-
-impl Conditions {
-    /// Trims the label and refuses limits that could never allow a payment.
-    pub fn validated(mut self, now: i64) -> Result<Conditions, TempPasswordError> {
-        let bad = |m: &str| Err(TempPasswordError::InvalidConditions(m.to_string()));
-        if let Some(label) = self.label.take() {
-            let label = label.trim().to_string();
-            if label.chars().count() > MAX_LABEL_CHARS {
-                return bad("the label is longer than 64 characters");
-            }
-            if label.chars().any(char::is_control) {
-                return bad("the label contains control characters");
-            }
-            self.label = (!label.is_empty()).then_some(label);
-        }
-        if let (Some(from), Some(until)) = (self.valid_from, self.valid_until) {
-            if until <= from {
-                return bad("the end of validity must be after its start");
-            }
-        }
-        if self.valid_until.is_some_and(|until| until <= now) {
-            return bad("the end of validity is in the past");
-        }
-        if self.max_uses.is_some_and(|n| n < 1) {
-            return bad("the number of uses must be at least 1");
-        }
-        if self.spend_limit.is_some_and(|n| n < 1) {
-            return bad("the spending limit must be more than 0");
-        }
-        if self.per_payment_limit.is_some_and(|n| n < 1) {
-            return bad("the per-payment limit must be more than 0");
-        }
-        Ok(self)
     }
 }
 
@@ -180,53 +133,12 @@ pub enum Owner<'a> {
     },
 }
 
-#[derive(Debug, Clone, Queryable, Selectable)]
-#[diesel(table_name = temp_passwords)]
-pub struct TempPasswordRow {
-    pub id: i64,
-    pub account_id: i64,
-    pub label: Option<String>,
-    pub secret_hash: String,
-    pub state: String,
-    pub valid_from: Option<i64>,
-    pub valid_until: Option<i64>,
-    pub max_uses: Option<i32>,
-    pub uses: i32,
-    pub spend_limit: Option<i64>,
-    pub spent: i64,
-    pub per_payment_limit: Option<i64>,
-    pub created_at: i64,
-    pub revoked_at: Option<i64>,
-}
-
 impl TempPasswordRow {
-    pub fn remaining_uses(&self) -> Option<i64> {
-        self.max_uses
-            .map(|max| (i64::from(max) - i64::from(self.uses)).max(0))
-    }
-
-    pub fn remaining_limit(&self) -> Option<i64> {
-        self.spend_limit.map(|limit| (limit - self.spent).max(0))
-    }
-
-    /// What a payment would meet at `now`, leaving amounts aside.
-    pub fn status_at(&self, now: i64) -> &'static str {
-        match self.state.as_str() {
-            "revoked" => "revoked",
-            "paused" => "paused",
-            _ if self.valid_from.is_some_and(|from| from > now) => "not_yet_valid",
-            _ if self.valid_until.is_some_and(|until| until <= now) => "expired",
-            _ if self.remaining_uses() == Some(0) => "uses_exhausted",
-            _ if self.remaining_limit() == Some(0) => "limit_exhausted",
-            _ => "usable",
-        }
-    }
-
     pub fn summary(&self, now: i64) -> TempPasswordSummary {
         TempPasswordSummary {
             id: self.id,
             label: self.label.clone(),
-            state: self.state.clone(),
+            state: self.status.clone(),
             status: self.status_at(now).to_string(),
             valid_from_ms: self.valid_from,
             valid_until_ms: self.valid_until,
@@ -329,95 +241,23 @@ pub fn parse_key(text: &str, origin: &Path) -> io::Result<Vec<u8>> {
     Ok(key)
 }
 
-/// A PHC string for a password nobody has, verified when the username is unknown so a
-/// wrong username costs the same work as a wrong password.
-pub(crate) fn dummy_hash() -> &'static str {
-    static DUMMY: std::sync::OnceLock<String> = std::sync::OnceLock::new();
-    DUMMY.get_or_init(|| passwords::hash(&random_token(24)))
-}
-
-pub(crate) fn find_account(
-    conn: &mut DbConnection,
-    username: &str,
-) -> Result<Option<Account>, DieselError> {
-    accounts::table
-        .filter(accounts::username.eq(username))
-        .select(Account::as_select())
-        .first(conn)
-        .optional()
-}
-
-/// Checks the long-term password with equal work whether or not the user exists. Wrong
-/// passwords count toward the account's lockout (`failed_logins`, shared with the login:
-/// at `MAX_CONSECUTIVE_FAILURES` only an operator's new password unlocks it); a right one
-/// resets the count. `kind` names the audit row of a refusal.
-pub(crate) fn verify_long_term(
-    conn: &mut DbConnection,
-    username: &str,
-    password: &str,
-    kind: &str,
-) -> Result<Option<Account>, DieselError> {
-    let name = normalize_username(username).ok();
-    let account = match &name {
-        Some(name) => find_account(conn, name)?,
-        None => None,
-    };
-    let hash = account
-        .as_ref()
-        .map_or(dummy_hash(), |a| a.password_hash.as_str());
-    let password_ok = passwords::verify(password, hash);
-    let Some(account) = account else {
-        let mut event = audit::Event::new(kind, "denied").reason("unknown_user");
-        if let Some(name) = &name {
-            event = event.username(name);
-        }
-        audit::record(conn, event)?;
-        return Ok(None);
-    };
-    let refusal = login::refusal(&account, password_ok);
-    conn.transaction::<_, DieselError, _>(|conn| {
-        match refusal {
-            Some("wrong_password") => count_failure(conn, account.id)?,
-            None if account.failed_logins != 0 => {
-                diesel::update(accounts::table.find(account.id))
-                    .set(accounts::failed_logins.eq(0))
-                    .execute(conn)?;
-            }
-            _ => {}
-        }
-        if let Some(reason) = refusal {
-            audit::record(
-                conn,
-                audit::Event::new(kind, "denied")
-                    .account(account.id, &account.username)
-                    .reason(reason),
-            )?;
-        }
-        Ok(())
-    })?;
-    Ok(refusal.is_none().then_some(account))
-}
-
-/// Counts a wrong password toward the account's lockout.
-pub(crate) fn count_failure(conn: &mut DbConnection, account_id: i64) -> Result<(), DieselError> {
-    diesel::update(accounts::table.find(account_id))
-        .set(accounts::failed_logins.eq(accounts::failed_logins + 1))
-        .execute(conn)?;
-    Ok(())
-}
-
 fn owner_account(
-    conn: &mut DbConnection,
+    store: &Store,
     owner: Owner<'_>,
-    kind: &str,
+    kind: &'static str,
 ) -> Result<Account, TempPasswordError> {
     match owner {
         Owner::Authenticated(username) => {
             let name = normalize_username(username)?;
-            find_account(conn, &name)?.ok_or(AccountError::NotFound(name).into())
+            find_account(&mut *store.conn()?, &name)?.ok_or(AccountError::NotFound(name).into())
         }
-        Owner::Password { username, password } => verify_long_term(conn, username, password, kind)?
-            .ok_or(TempPasswordError::InvalidCredentials),
+        Owner::Password { username, password } => credentials::check(
+            store,
+            &Attempt::long_term(username, password),
+            RefusalAudit::denied(kind),
+        )?
+        .map(|accepted| accepted.account)
+        .ok_or(TempPasswordError::InvalidCredentials),
     }
 }
 
@@ -431,16 +271,15 @@ pub fn issue(
     server_key: &[u8],
     now: i64,
 ) -> Result<Issued, TempPasswordError> {
-    let mut conn = store.conn()?;
     let account = owner_account(
-        &mut conn,
+        store,
         Owner::Password {
             username,
             password: long_term_password,
         },
         "temp_password_issue",
     )?;
-    issue_for(&mut conn, account, conditions, server_key, now)
+    issue_for(store, account, conditions, server_key, now)
 }
 
 /// Issues a temporary password for an owner who is already authenticated (a signed-in
@@ -452,17 +291,12 @@ pub fn issue_authenticated(
     server_key: &[u8],
     now: i64,
 ) -> Result<Issued, TempPasswordError> {
-    let mut conn = store.conn()?;
-    let account = owner_account(
-        &mut conn,
-        Owner::Authenticated(username),
-        "temp_password_issue",
-    )?;
-    issue_for(&mut conn, account, conditions, server_key, now)
+    let account = owner_account(store, Owner::Authenticated(username), "temp_password_issue")?;
+    issue_for(store, account, conditions, server_key, now)
 }
 
 fn issue_for(
-    conn: &mut DbConnection,
+    store: &Store,
     account: Account,
     conditions: Conditions,
     server_key: &[u8],
@@ -480,18 +314,19 @@ fn issue_for(
         let taken: i64 = temp_passwords::table
             .filter(temp_passwords::secret_hash.eq(&hash))
             .count()
-            .get_result(conn)?;
+            .get_result(&mut *store.conn()?)?;
         if taken == 0 {
             break (password, hash);
         }
     };
-    let row = conn.transaction::<_, DieselError, _>(|conn| {
+    let (account_id, username) = (account.id, account.username.clone());
+    let row = store.write_blocking(move |conn| -> Result<_, StoreError> {
         diesel::insert_into(temp_passwords::table)
             .values((
-                temp_passwords::account_id.eq(account.id),
+                temp_passwords::account_id.eq(account_id),
                 temp_passwords::label.eq(conditions.label.as_deref()),
                 temp_passwords::secret_hash.eq(&hash),
-                temp_passwords::state.eq("active"),
+                temp_passwords::status.eq(TempPasswordStatus::Active),
                 temp_passwords::valid_from.eq(conditions.valid_from),
                 temp_passwords::valid_until.eq(conditions.valid_until),
                 temp_passwords::max_uses.eq(conditions.max_uses),
@@ -509,7 +344,7 @@ fn issue_for(
         audit::record(
             conn,
             audit::Event::new("temp_password_issue", "ok")
-                .account(account.id, &account.username)
+                .account(account_id, &username)
                 .detail(serde_json::json!({
                     "temp_password_id": row.id,
                     "label": row.label,
@@ -536,13 +371,12 @@ pub fn list(
     owner: Owner<'_>,
     now: i64,
 ) -> Result<Vec<TempPasswordSummary>, TempPasswordError> {
-    let mut conn = store.conn()?;
-    let account = owner_account(&mut conn, owner, "temp_password_list")?;
+    let account = owner_account(store, owner, "temp_password_list")?;
     let rows: Vec<TempPasswordRow> = temp_passwords::table
         .filter(temp_passwords::account_id.eq(account.id))
         .order(temp_passwords::id.desc())
         .select(TempPasswordRow::as_select())
-        .load(&mut conn)?;
+        .load(&mut *store.conn()?)?;
     Ok(rows.iter().map(|r| r.summary(now)).collect())
 }
 
@@ -553,7 +387,8 @@ pub fn pause(
     id: i64,
     now: i64,
 ) -> Result<TempPasswordSummary, TempPasswordError> {
-    transition(store, owner, id, now, &["active"], "paused", "paused")
+    use TempPasswordStatus::*;
+    transition(store, owner, id, now, &[Active], Paused, "paused")
 }
 
 /// paused -> active.
@@ -563,7 +398,8 @@ pub fn resume(
     id: i64,
     now: i64,
 ) -> Result<TempPasswordSummary, TempPasswordError> {
-    transition(store, owner, id, now, &["paused"], "active", "resumed")
+    use TempPasswordStatus::*;
+    transition(store, owner, id, now, &[Paused], Active, "resumed")
 }
 
 /// active or paused -> revoked, for good.
@@ -573,15 +409,8 @@ pub fn revoke(
     id: i64,
     now: i64,
 ) -> Result<TempPasswordSummary, TempPasswordError> {
-    transition(
-        store,
-        owner,
-        id,
-        now,
-        &["active", "paused"],
-        "revoked",
-        "revoked",
-    )
+    use TempPasswordStatus::*;
+    transition(store, owner, id, now, &[Active, Paused], Revoked, "revoked")
 }
 
 fn transition(
@@ -589,28 +418,28 @@ fn transition(
     owner: Owner<'_>,
     id: i64,
     now: i64,
-    from: &[&str],
-    to: &'static str,
+    from: &'static [TempPasswordStatus],
+    to: TempPasswordStatus,
     action: &'static str,
 ) -> Result<TempPasswordSummary, TempPasswordError> {
-    let mut conn = store.conn()?;
     let kind = match to {
-        "paused" => "temp_password_pause",
-        "active" => "temp_password_resume",
-        _ => "temp_password_revoke",
+        TempPasswordStatus::Paused => "temp_password_pause",
+        TempPasswordStatus::Active => "temp_password_resume",
+        TempPasswordStatus::Revoked => "temp_password_revoke",
     };
-    let account = owner_account(&mut conn, owner, kind)?;
-    let changed = conn.transaction::<_, DieselError, _>(|conn| {
-        let revoked_at = (to == "revoked").then_some(now);
+    let account = owner_account(store, owner, kind)?;
+    let (account_id, username) = (account.id, account.username.clone());
+    let changed = store.write_blocking(move |conn| -> Result<bool, StoreError> {
+        let revoked_at = (to == TempPasswordStatus::Revoked).then_some(now);
         // Conditional on the current state: concurrent changes cannot undo a revocation.
         let changed = diesel::update(
             temp_passwords::table
                 .filter(temp_passwords::id.eq(id))
-                .filter(temp_passwords::account_id.eq(account.id))
-                .filter(temp_passwords::state.eq_any(from)),
+                .filter(temp_passwords::account_id.eq(account_id))
+                .filter(temp_passwords::status.eq_any(from)),
         )
         .set((
-            temp_passwords::state.eq(to),
+            temp_passwords::status.eq(to),
             temp_passwords::revoked_at.eq(revoked_at),
         ))
         .execute(conn)?;
@@ -618,7 +447,7 @@ fn transition(
             audit::record(
                 conn,
                 audit::Event::new(kind, "ok")
-                    .account(account.id, &account.username)
+                    .account(account_id, &username)
                     .detail(serde_json::json!({ "temp_password_id": id })),
             )?;
         }
@@ -628,7 +457,7 @@ fn transition(
         .filter(temp_passwords::id.eq(id))
         .filter(temp_passwords::account_id.eq(account.id))
         .select(TempPasswordRow::as_select())
-        .first(&mut conn)
+        .first(&mut *store.conn()?)
         .optional()?;
     match row {
         None => Err(TempPasswordError::NotFound {
@@ -637,7 +466,7 @@ fn transition(
         }),
         Some(row) if !changed => Err(TempPasswordError::WrongState {
             id,
-            state: row.state,
+            state: row.status,
             action,
         }),
         Some(row) => Ok(row.summary(now)),

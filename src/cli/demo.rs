@@ -70,7 +70,7 @@ pub async fn run(global: &GlobalArgs, args: DemoArgs) -> Result<(), Failure> {
                 "Demo User",
                 DEMO_PHONE,
                 Vec::new(),
-                &config,
+                &super::enroll::rules(&config),
             )?;
             match accounts::enroll(&store, &enrollment) {
                 Err(AccountError::UsernameTaken(_)) => {

@@ -58,7 +58,7 @@ pub fn run(global: &GlobalArgs, args: EnrollArgs) -> Result<(), Failure> {
         &args.name,
         &args.phone,
         documents,
-        &config,
+        &rules(&config),
     )?;
     let store = global.open_store(&config)?;
     let summary = accounts::enroll(&store, &enrollment)?;
@@ -86,4 +86,13 @@ pub fn describe(account: &AccountSummary) -> String {
         ));
     }
     text
+}
+
+/// What enrollment takes from the configuration.
+pub fn rules(config: &crate::config::Config) -> accounts::EnrollmentRules<'_> {
+    accounts::EnrollmentRules {
+        default_region: config.default_region,
+        max_document_bytes: config.max_document_bytes,
+        currency: &config.currency,
+    }
 }

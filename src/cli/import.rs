@@ -179,7 +179,7 @@ fn import_row(row: &Row, base: &Path, config: &Config, store: &Store) -> Result<
         &row.name,
         &row.phone,
         documents,
-        config,
+        &super::enroll::rules(config),
     )
     .map_err(|e| e.to_string())?;
     accounts::enroll(store, &enrollment).map_err(|e| e.to_string())?;

@@ -132,18 +132,17 @@ impl Confirm {
         });
         info!(result = outcome.as_str(), challenge_id = ?facts.challenge_id,
             took_ms = started.elapsed().as_millis() as u64, "confirm call");
-        let store = self.store.clone();
-        let audited = blocking(move || -> Result<(), StoreError> {
-            let mut conn = store.conn()?;
-            let detail = serde_json::to_value(&facts).unwrap_or_default();
-            audit::record(
-                &mut conn,
-                audit::Event::new("callback_call", outcome.as_str()).detail(detail),
-            )
-            .map_err(Into::into)
-        })
-        .await;
-        if let Err(e) = audited.map_err(anyhow::Error::from).and_then(|r| Ok(r?)) {
+        let audited = self
+            .store
+            .write(move |conn| -> Result<(), StoreError> {
+                let detail = serde_json::to_value(&facts).unwrap_or_default();
+                Ok(audit::record(
+                    conn,
+                    audit::Event::new("callback_call", outcome.as_str()).detail(detail),
+                )?)
+            })
+            .await;
+        if let Err(e) = audited {
             warn!(error = %format!("{e:#}"), "could not write the confirm call's audit row");
         }
         call.close().await;

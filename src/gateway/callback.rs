@@ -34,7 +34,7 @@ use crate::{
         signal::ChallengeSignal,
     },
     phone::{self, mask},
-    store::{now_ms, Store},
+    store::{now_ms, Store, StoreError},
 };
 
 /// The channel variable carrying the challenge id to the dialplan (and `confirm`).
@@ -198,25 +198,23 @@ async fn audit_row(
     client_ip: Option<String>,
     detail: serde_json::Value,
 ) {
-    let (store, target) = (store.clone(), target.clone());
-    let written = blocking(move || -> Result<(), String> {
-        let mut conn = store.conn().map_err(|e| e.to_string())?;
-        let mut event = audit::Event::new("callback", outcome)
-            .account(target.account_id, &target.username)
-            .detail(detail);
-        if let Some(reason) = reason {
-            event = event.reason(reason);
-        }
-        if let Some(ip) = &client_ip {
-            event = event.client_ip(ip);
-        }
-        audit::record(&mut conn, event).map_err(|e| e.to_string())
-    })
-    .await;
-    match written {
-        Ok(Ok(())) => {}
-        Ok(Err(e)) => warn!(error = %e, "could not write the call-back's audit row"),
-        Err(e) => warn!(error = %e, "the call-back's audit task failed"),
+    let target = target.clone();
+    let written = store
+        .write(move |conn| -> Result<(), StoreError> {
+            let mut event = audit::Event::new("callback", outcome)
+                .account(target.account_id, &target.username)
+                .detail(detail);
+            if let Some(reason) = reason {
+                event = event.reason(reason);
+            }
+            if let Some(ip) = &client_ip {
+                event = event.client_ip(ip);
+            }
+            Ok(audit::record(conn, event)?)
+        })
+        .await;
+    if let Err(e) = written {
+        warn!(error = %e, "could not write the call-back's audit row");
     }
 }
 

@@ -13,10 +13,7 @@ use serde_json::json;
 use tracing::warn;
 
 use super::{ApiError, Gateway};
-use crate::{
-    ami::{AmiClient, LinkState},
-    auth::login,
-};
+use crate::ami::{AmiClient, LinkState};
 
 const INDEX_HTML: &str = include_str!("web/index.html");
 const APP_JS: &str = include_str!("web/app.js");
@@ -67,7 +64,7 @@ pub async fn not_found() -> ApiError {
 
 pub async fn healthz(State(gw): State<Arc<Gateway>>) -> Response {
     let store = gw.store.clone();
-    let ping = tokio::task::spawn_blocking(move || login::ping(&store))
+    let ping = tokio::task::spawn_blocking(move || store.ping())
         .await
         .map_err(|e| e.to_string())
         .and_then(|r| r.map_err(|e| e.to_string()));

@@ -1,9 +1,15 @@
 //! Persistence: one Diesel `MultiConnection` over MySQL/MariaDB (production, several
 //! nodes sharing one database) and SQLite (the embedded default), r2d2 pools and
 //! embedded migrations. Knows nothing of the domain beyond rows.
+//!
+//! Rule: every write goes through [`Store::write`] / [`Store::write_blocking`] (one
+//! transaction per job: a savepoint of the SQLite writer's group commit, or a MySQL
+//! transaction of its own); pooled connections ([`Store::conn`]) are for reads. A write
+//! job never waits for another write. Stored state strings are `states`.
 
 pub mod models;
 pub mod schema;
+pub mod states;
 mod writer;
 
 use std::{
@@ -264,7 +270,8 @@ impl Store {
         self.url.backend()
     }
 
-    /// A pooled connection. Blocking: call from a blocking thread, never an async worker.
+    /// A pooled connection, for reads (writes go through [`Store::write`]). Blocking:
+    /// call from a blocking thread, never an async worker.
     pub fn conn(&self) -> Result<PooledConnection, StoreError> {
         self.pool.get().map_err(|e| StoreError::Pool {
             backend: self.backend(),
@@ -321,6 +328,11 @@ impl Store {
         }
         let started = SqliteWriter::start(self.url.clone())?;
         Ok(self.sqlite_writer.get_or_init(|| started))
+    }
+
+    /// Whether the store answers (for `/healthz`).
+    pub fn ping(&self) -> Result<(), StoreError> {
+        self.conn()?.ping().map_err(StoreError::Query)
     }
 
     /// Migrations the database still lacks (names), without applying them.

@@ -80,7 +80,7 @@ diesel::table! {
         account_id -> BigInt,
         label -> Nullable<Text>,
         secret_hash -> Text,
-        state -> Text,
+        status -> Text,
         valid_from -> Nullable<BigInt>,
         valid_until -> Nullable<BigInt>,
         max_uses -> Nullable<Integer>,

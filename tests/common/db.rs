@@ -319,7 +319,7 @@ impl DataDir {
             display_name,
             phone,
             vec![],
-            &self.config,
+            &dialgate::cli::enroll::rules(&self.config),
         )
         .unwrap();
         accounts::enroll(&self.store, &enrollment).unwrap();

@@ -23,7 +23,7 @@ use crate::{
     store::{
         now_ms,
         schema::{accounts as accounts_table, login_challenges},
-        Store,
+        Store, StoreError,
     },
 };
 
@@ -90,28 +90,34 @@ pub(super) fn run(global: &GlobalArgs, args: PrepareArgs) -> Result<(), Failure>
         &hash,
         &config.currency,
     )?;
+    let count = args.count;
+    let dial_number = to.to_string();
+    let owners: Vec<(i64, String)> = ids
+        .iter()
+        .zip(&callers)
+        .map(|(id, caller)| (*id, caller.to_string()))
+        .collect();
+    // One write job: the whole batch in one transaction, through the store's one writer.
     let challenges_created = store
-        .conn()
-        .map_err(system)?
-        .transaction::<_, diesel::result::Error, _>(|conn| {
-            for i in 0..args.count {
-                let k = (i % callers.len() as u64) as usize;
+        .write_blocking(move |conn| -> Result<u64, StoreError> {
+            for i in 0..count {
+                let (account_id, caller) = &owners[(i % owners.len() as u64) as usize];
                 let id = crate::auth::login::random_token(12);
                 diesel::insert_into(login_challenges::table)
                     .values((
                         login_challenges::id.eq(&id),
-                        login_challenges::account_id.eq(ids[k]),
-                        login_challenges::caller_e164.eq(callers[k].as_str()),
-                        login_challenges::dial_number.eq(to.as_str()),
+                        login_challenges::account_id.eq(account_id),
+                        login_challenges::caller_e164.eq(caller),
+                        login_challenges::dial_number.eq(&dial_number),
                         login_challenges::secret_hash.eq(token_hash(&id)),
-                        login_challenges::status.eq("pending"),
+                        login_challenges::status.eq(crate::store::states::LoginStatus::Pending),
                         login_challenges::attempts.eq(0),
                         login_challenges::created_at.eq(now),
                         login_challenges::expires_at.eq(expires_at_ms),
                     ))
                     .execute(conn)?;
             }
-            Ok(args.count)
+            Ok(count)
         })
         .map_err(system)?;
     let report = PrepareReport {

@@ -1,0 +1,1 @@
+ALTER TABLE temp_passwords RENAME COLUMN status TO state;
