@@ -14,7 +14,8 @@ fuzz_target!(|data: &[u8]| {
     };
     let entries: Vec<(&str, &[u8])> = env.entries().collect();
     assert_eq!(entries.is_empty(), env.is_empty());
-    for (key, value) in &entries {
+    // Checked on the first entries only: the check itself is quadratic.
+    for (key, value) in entries.iter().take(32) {
         // The first line with a key wins.
         let first = entries.iter().find(|(k, _)| k == key).unwrap().1;
         assert_eq!(env.get_raw(key), Some(first));
@@ -27,7 +28,7 @@ fuzz_target!(|data: &[u8]| {
         "{script:?}"
     );
     let params = env.query_params();
-    for (k, v) in &params {
+    for (k, v) in params.iter().take(32) {
         assert_eq!(
             env.query_param(k).as_ref(),
             params.iter().find(|(pk, _)| pk == k).map(|(_, v)| v)
@@ -45,7 +46,7 @@ fuzz_target!(|data: &[u8]| {
     }
     assert_eq!(env.presentation().is_some(), env.calling_pres().is_some());
     let args = env.args();
-    for (i, a) in args.iter().enumerate() {
+    for (i, a) in args.iter().enumerate().take(32) {
         assert_eq!(env.arg(i + 1).as_ref(), Some(a));
     }
     assert_eq!(env.arg(args.len() + 1), None);

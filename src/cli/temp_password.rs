@@ -13,6 +13,7 @@ use crate::{
         temp_passwords::{self, Conditions, Owner, TempPasswordError, TempPasswordSummary},
     },
     config::Config,
+    gateway::MAX_TIME_MS,
     store::now_ms,
 };
 
@@ -174,6 +175,25 @@ fn parse_money(flag: &str, text: &str) -> Result<i64, Failure> {
     parse_amount(text).map_err(|e| Failure::User(anyhow::anyhow!("--{flag}: {e}")))
 }
 
+/// The end of validity `--valid-for` gives from `start`; one past the year 9999 (which
+/// `format_time` cannot print) is refused.
+fn valid_for_end(text: &str, start: i64) -> Result<i64, Failure> {
+    let d = humantime::parse_duration(text.trim()).map_err(|e| {
+        Failure::User(anyhow::anyhow!(
+            "--valid-for {text:?}: {e}; write it like 2h, 30min or 7days"
+        ))
+    })?;
+    i64::try_from(d.as_millis())
+        .ok()
+        .and_then(|ms| start.checked_add(ms))
+        .filter(|&end| end <= MAX_TIME_MS)
+        .ok_or_else(|| {
+            Failure::User(anyhow::anyhow!(
+                "--valid-for {text:?} ends after the year 9999"
+            ))
+        })
+}
+
 /// A time for people: `2026-12-01T18:00:00Z`.
 pub(crate) fn format_time(ms: i64) -> String {
     humantime::format_rfc3339_seconds(UNIX_EPOCH + Duration::from_millis(ms.max(0) as u64))
@@ -232,14 +252,7 @@ pub fn run(global: &GlobalArgs, args: TempPasswordArgs) -> Result<(), Failure> {
                 .map(|t| parse_time("valid-from", &t))
                 .transpose()?;
             let valid_until = match (valid_for, valid_until) {
-                (Some(d), _) => {
-                    let d = humantime::parse_duration(d.trim()).map_err(|e| {
-                        Failure::User(anyhow::anyhow!(
-                            "--valid-for {d:?}: {e}; write it like 2h, 30min or 7days"
-                        ))
-                    })?;
-                    Some(valid_from.unwrap_or(now).max(now) + d.as_millis() as i64)
-                }
+                (Some(d), _) => Some(valid_for_end(&d, valid_from.unwrap_or(now).max(now))?),
                 (None, Some(t)) => Some(parse_time("valid-until", &t)?),
                 (None, None) => None,
             };
@@ -339,4 +352,24 @@ fn manage(
         transition(&store, Owner::Authenticated(username), id, now).map_err(tp_failure)?;
     global.emit(&summary, |s| format!("{done} {}", describe(s)));
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The bug `fuzz/http_json` found in the HTTP API, on the CLI's `--valid-for`: the
+    /// end was computed unchecked and panicked when printed past the year 9999.
+    #[test]
+    fn valid_for_past_year_9999_is_refused() {
+        let now = 1_795_910_400_000;
+        assert_eq!(valid_for_end("2h", now).unwrap(), now + 7_200_000);
+        assert_eq!(
+            format_time(valid_for_end("2h", now).unwrap()),
+            "2026-11-29T02:00:00Z"
+        );
+        for far in ["10000years", "300000000years", "18446744073709551615s"] {
+            assert!(valid_for_end(far, now).is_err(), "{far} accepted");
+        }
+    }
 }
