@@ -46,6 +46,14 @@ impl Conditions {
                 return bad("the end of validity must be after its start");
             }
         }
+        // Beyond it a time cannot be printed (RFC 3339 ends with year 9999).
+        if [self.valid_from, self.valid_until]
+            .iter()
+            .flatten()
+            .any(|&t| !(0..=crate::time::MAX_TIME_MS).contains(&t))
+        {
+            return bad("a validity time is outside 1970..9999");
+        }
         if self.valid_until.is_some_and(|until| until <= now) {
             return bad("the end of validity is in the past");
         }

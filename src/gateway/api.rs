@@ -5,7 +5,7 @@ use std::{
     convert::Infallible,
     net::{IpAddr, SocketAddr},
     sync::Arc,
-    time::{Duration, Instant, UNIX_EPOCH},
+    time::{Duration, Instant},
 };
 
 use axum::{
@@ -202,10 +202,7 @@ fn session_cookie(gw: &Gateway, token: &str, max_age: u64) -> HeaderValue {
 }
 
 /// RFC 3339 (UTC, seconds) of a store timestamp.
-pub fn rfc3339_ms(ms: i64) -> String {
-    let t = UNIX_EPOCH + Duration::from_millis(ms.max(0) as u64);
-    humantime::format_rfc3339_seconds(t).to_string()
-}
+pub use crate::time::format_rfc3339 as rfc3339_ms;
 
 /// Seconds from now until `ms`, rounded up, at least 0.
 fn secs_until(ms: i64) -> u64 {

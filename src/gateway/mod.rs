@@ -33,9 +33,7 @@ pub use error::ApiError;
 pub use hub::{sign, verify_signature, Hub, SIGNAL_PATH, SIGNAL_WINDOW};
 pub use limit::{Limiter, RateLimit};
 pub use openapi::{OPENAPI_JSON, OPENAPI_PATH};
-pub use payments::{
-    issue_conditions, parse_time, IssueRequest, OwnerRequest, PaymentRequest, MAX_TIME_MS,
-};
+pub use payments::{issue_conditions, parse_time, IssueRequest, OwnerRequest, PaymentRequest};
 pub use server::{raise_open_file_limit, serve_with, HttpLimits};
 
 use crate::{
