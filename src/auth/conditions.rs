@@ -36,9 +36,7 @@ impl Conditions {
             if label.chars().count() > MAX_LABEL_CHARS {
                 return bad("the label is longer than 64 characters");
             }
-            if label.chars().any(char::is_control) {
-                return bad("the label contains control characters");
-            }
+            super::text::check("label", &label).map_err(TempPasswordError::InvalidConditions)?;
             self.label = (!label.is_empty()).then_some(label);
         }
         if let (Some(from), Some(until)) = (self.valid_from, self.valid_until) {
