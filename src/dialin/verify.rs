@@ -9,11 +9,12 @@ use tracing::{info, warn};
 
 use crate::{
     agi::{
-        server::RESULT_VARIABLE, AgiCall, CallError, Command, Presentation, Script, ScriptFuture,
+        server::RESULT_VARIABLE, AgiCall, CallError, Command, Presentation, Reply, Script,
+        ScriptFuture,
     },
     auth::{
         audit,
-        login::{self, LoginSettings, PendingChallenge},
+        login::{self, CodeEntry, LoginSettings, PendingChallenge},
         signal::ChallengeSignal,
     },
     metrics::Metrics,
@@ -114,6 +115,10 @@ pub enum Verdict {
     Untrusted,
     InvalidNumber,
     WrongCode,
+    /// GET DATA timed out without a digit.
+    NoInput,
+    /// The caller hung up while asked for the code.
+    Hangup,
     Error,
 }
 
@@ -126,6 +131,8 @@ impl Verdict {
             Verdict::Untrusted => "untrusted",
             Verdict::InvalidNumber => "invalid_number",
             Verdict::WrongCode => "wrong_code",
+            Verdict::NoInput => "no_input",
+            Verdict::Hangup => "hangup",
             Verdict::Error => "error",
         }
     }
@@ -148,7 +155,40 @@ struct CallFacts {
     uniqueid: Option<String>,
     dialled: Option<String>,
     challenge_id: Option<String>,
+    /// For `invalid_number`: which number was no phone number, and its text.
+    invalid: Option<InvalidNumber>,
     detail: Option<String>,
+}
+
+/// The number an `invalid_number` verdict refused. The audit row keeps the text as
+/// Asterisk sent it (capped), as it keeps the caller; the log shows it masked.
+#[derive(Debug, Clone, serde::Serialize)]
+struct InvalidNumber {
+    /// `caller` or `dialled`.
+    field: &'static str,
+    /// Where the text came from (`agi_callerid`, `agi_arg_1`, `agi_extension`, `agi_dnid`).
+    source: &'static str,
+    text: String,
+}
+
+impl InvalidNumber {
+    const MAX_TEXT: usize = 64;
+
+    fn new(field: &'static str, source: &'static str, text: &str) -> InvalidNumber {
+        InvalidNumber {
+            field,
+            source,
+            text: text.chars().take(Self::MAX_TEXT).collect(),
+        }
+    }
+}
+
+/// A number's text for the log, as `phone::mask` shows numbers: the last four
+/// characters only.
+fn mask_text(text: &str) -> String {
+    let chars: Vec<char> = text.trim().chars().collect();
+    let tail: String = chars[chars.len().saturating_sub(4)..].iter().collect();
+    format!("•••• {tail}")
 }
 
 impl Script for Arc<Verify> {
@@ -208,7 +248,8 @@ impl Verify {
         if let Err(e) = call.set_variable(RESULT_VARIABLE, verdict.as_str()).await {
             warn!(error = %e, "could not set DIALGATE_RESULT; the dialplan sees no result");
         }
-        if self.config.mode == Mode::Answer && !call.is_dead() {
+        // A caller who hung up hears nothing (with `AGISIGHUP=no` no HANGUP line came).
+        if self.config.mode == Mode::Answer && !call.is_dead() && verdict != Verdict::Hangup {
             let prompt = match verdict {
                 Verdict::Verified => &self.config.verified_prompt,
                 _ => &self.config.refused_prompt,
@@ -217,7 +258,20 @@ impl Verify {
         }
         self.metrics
             .call(verdict.as_str(), started.elapsed().as_secs_f64());
-        info!(result = verdict.as_str(), caller = ?facts.caller, "verify call");
+        match &facts.invalid {
+            Some(invalid) => info!(
+                result = verdict.as_str(),
+                field = invalid.field,
+                source = invalid.source,
+                number = %mask_text(&invalid.text),
+                "verify call"
+            ),
+            None => info!(
+                result = verdict.as_str(),
+                caller = facts.caller.as_deref().map(mask_text),
+                "verify call"
+            ),
+        }
         if !audited {
             let written = self
                 .store
@@ -260,14 +314,26 @@ impl Verify {
         let caller = match phone::normalize(&caller_text, self.config.default_region) {
             Ok(number) => number,
             Err(PhoneError::Withheld | PhoneError::Empty) => return Ok(Verdict::Withheld.into()),
-            Err(_) => return Ok(Verdict::InvalidNumber.into()),
+            Err(_) => {
+                facts.invalid = Some(InvalidNumber::new("caller", "agi_callerid", &caller_text));
+                return Ok(Verdict::InvalidNumber.into());
+            }
         };
         facts.caller = Some(caller.to_string());
+        // The argument (`${EXTEN}` in the sample dialplan), else the extension the
+        // dialplan matched (after any `Goto`), else the raw dialled string of the
+        // request (`agi_dnid`: a short code, or `unknown` on Local and IAX2 channels). An
+        // extension without a digit (`s`) is no number.
         let dialled_text = env
             .arg(1)
             .filter(|a| !a.trim().is_empty())
-            .or_else(|| env.dnid())
-            .or_else(|| env.extension());
+            .map(|a| ("agi_arg_1", a))
+            .or_else(|| {
+                env.extension()
+                    .filter(|e| e.bytes().any(|b| b.is_ascii_digit()))
+                    .map(|e| ("agi_extension", e))
+            })
+            .or_else(|| env.dnid().map(|d| ("agi_dnid", d)));
         // A DID delivered exactly as one of the pool's E.164 numbers needs no parsing.
         let pool_number = |d: &str| {
             let d = d.trim();
@@ -278,10 +344,19 @@ impl Verify {
                 .find(|n| n.as_str() == d)
                 .cloned()
         };
-        let Some(Ok(dialled)) = dialled_text.map(|d| {
-            pool_number(&d).map_or_else(|| phone::normalize(&d, self.config.default_region), Ok)
-        }) else {
+        let Some((source, dialled_text)) = dialled_text else {
+            facts.invalid = Some(InvalidNumber::new("dialled", "none", ""));
             return Ok(Verdict::InvalidNumber.into());
+        };
+        let dialled = match pool_number(&dialled_text).map_or_else(
+            || phone::normalize(&dialled_text, self.config.default_region),
+            Ok,
+        ) {
+            Ok(number) => number,
+            Err(_) => {
+                facts.invalid = Some(InvalidNumber::new("dialled", source, &dialled_text));
+                return Ok(Verdict::InvalidNumber.into());
+            }
         };
         facts.dialled = Some(dialled.to_string());
 
@@ -324,20 +399,19 @@ impl Verify {
             login::CallMatch::NeedsCode(pending) => pending,
         };
         facts.challenge_id = Some(pending.id.clone());
-        let code_right = self.code_entered(call, &pending).await?;
+        let entry = self.code_entered(call, &pending).await?;
         let audit_facts = facts.clone();
-        let verdict = move |changed| match (code_right, changed) {
-            (true, true) => Verdict::Verified,
+        let verdict = move |changed| match (entry, changed) {
+            (CodeEntry::Right, true) => Verdict::Verified,
             // Expired or settled by a concurrent call in between.
-            (true, false) => Verdict::NoPending,
-            (false, _) => Verdict::WrongCode,
+            (CodeEntry::Right, false) => Verdict::NoPending,
+            (CodeEntry::Wrong, _) => Verdict::WrongCode,
+            (CodeEntry::NoInput, _) => Verdict::NoInput,
+            (CodeEntry::Hangup, _) => Verdict::Hangup,
         };
-        let changed = login::settle_code(
-            &self.store,
-            pending.id.clone(),
-            code_right,
-            move |changed| call_event(&audit_facts, verdict(changed)),
-        )
+        let changed = login::settle_code(&self.store, pending.id.clone(), entry, move |changed| {
+            call_event(&audit_facts, verdict(changed))
+        })
         .await?;
         let verdict = verdict(changed);
         if changed {
@@ -350,12 +424,14 @@ impl Verify {
         })
     }
 
-    /// Asks for the keypad code; `false` for a wrong code, silence or a hang-up.
+    /// Asks for the keypad code. Asterisk answers GET DATA with the digits, with
+    /// `200 result= (timeout)` when nothing was typed, and with `200 result=-1` when the
+    /// caller hung up (then `HANGUP`, unless `AGISIGHUP=no`); a dead channel gets 511.
     async fn code_entered(
         &self,
         call: &mut AgiCall,
         pending: &PendingChallenge,
-    ) -> anyhow::Result<bool> {
+    ) -> anyhow::Result<CodeEntry> {
         let max_digits = u32::from(self.config.login.code_digits.max(1));
         let ask = Command::get_data(
             &self.config.code_prompt,
@@ -365,10 +441,15 @@ impl Verify {
         let timeout =
             std::time::Duration::from_millis(u64::from(self.config.code_timeout_ms) + 30_000);
         match call.send_with_timeout(&ask, timeout).await {
-            Ok(reply) => Ok(reply
-                .into_success()
-                .is_ok_and(|r| !r.timed_out() && pending.code_matches(&r.result))),
-            Err(CallError::ChannelDead(_) | CallError::Closed) => Ok(false),
+            Ok(Reply::Success(r)) if r.is_failure() => Ok(CodeEntry::Hangup),
+            Ok(Reply::Success(r)) if r.result.is_empty() => Ok(CodeEntry::NoInput),
+            Ok(Reply::Success(r)) if !r.timed_out() && pending.code_matches(&r.result) => {
+                Ok(CodeEntry::Right)
+            }
+            Ok(Reply::DeadChannel) => Ok(CodeEntry::Hangup),
+            Ok(_) if call.is_dead() => Ok(CodeEntry::Hangup),
+            Ok(_) => Ok(CodeEntry::Wrong),
+            Err(CallError::ChannelDead(_) | CallError::Closed) => Ok(CodeEntry::Hangup),
             Err(e) => Err(e.into()),
         }
     }

@@ -1,5 +1,5 @@
 //! Login challenges after the password step: the call that verifies one (dial-in:
-//! `match_call`, `settle_code`; call-back: `callback_target`, `pending_by_id`,
+//! `match_call`, `settle_code` with a [`CodeEntry`]; call-back: `callback_target`, `pending_by_id`,
 //! `mark_verified`, `mark_failed`) and the state the browser polls.
 //!
 //! Every transition is a conditional UPDATE checked by affected rows, so a challenge is
@@ -177,22 +177,47 @@ pub async fn match_call(
         .await
 }
 
+/// How the keypad entry of a [`CallMatch::NeedsCode`] call ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CodeEntry {
+    /// The right code.
+    Right,
+    /// Digits, but not the code: `wrong_code`.
+    Wrong,
+    /// GET DATA timed out with no digit: `no_input`.
+    NoInput,
+    /// The caller hung up while asked (`200 result=-1`, `HANGUP`, 511): `hangup`.
+    Hangup,
+}
+
+impl CodeEntry {
+    /// The failure reason the browser is shown; `None` for the right code.
+    pub fn failure_reason(self) -> Option<&'static str> {
+        match self {
+            CodeEntry::Right => None,
+            CodeEntry::Wrong => Some("wrong_code"),
+            CodeEntry::NoInput => Some("no_input"),
+            CodeEntry::Hangup => Some("hangup"),
+        }
+    }
+}
+
 /// After the keypad code of a [`CallMatch::NeedsCode`] call: PENDING -> VERIFIED when
-/// the code was right, PENDING -> FAILED (`wrong_code`) when not, with the call's audit
-/// row in the same transaction. `true` when this call changed the challenge (`false`:
-/// it expired or was settled by another call meanwhile).
+/// the code was right, PENDING -> FAILED with the entry's reason (`wrong_code`,
+/// `no_input`, `hangup`) when not, with the call's audit row in the same transaction.
+/// `true` when this call changed the challenge (`false`: it expired or was settled by
+/// another call meanwhile).
 pub async fn settle_code(
     store: &Store,
     challenge_id: String,
-    code_right: bool,
+    entry: CodeEntry,
     audit: impl FnOnce(bool) -> audit::Event<'static> + Send + 'static,
 ) -> Result<bool, StoreError> {
     store
         .write(move |conn| {
-            let changed = if code_right {
-                set_verified(conn, &challenge_id)?
-            } else {
-                set_failed(conn, &challenge_id, "wrong_code")?
+            let changed = match entry.failure_reason() {
+                None => set_verified(conn, &challenge_id)?,
+                Some(reason) => set_failed(conn, &challenge_id, reason)?,
             };
             audit::record(conn, audit(changed))?;
             Ok(changed)

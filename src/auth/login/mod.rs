@@ -20,7 +20,8 @@ use subtle::ConstantTimeEq;
 pub use super::credentials::{refusal, MAX_CONSECUTIVE_FAILURES};
 pub use challenge::{
     callback_target, mark_failed, mark_verified, match_call, pending_by_id, settle_code, status,
-    CallMatch, CallbackTarget, ChallengeError, ChallengeState, ChallengeStatus, PendingChallenge,
+    CallMatch, CallbackTarget, ChallengeError, ChallengeState, ChallengeStatus, CodeEntry,
+    PendingChallenge,
 };
 pub use session::{exchange, logout, session_user, SessionIssued};
 
