@@ -11,3 +11,4 @@ pub mod metrics;
 pub mod phone;
 pub mod rt;
 pub mod store;
+pub mod time;

@@ -8,7 +8,9 @@ use std::{
 };
 
 /// Protocol and infrastructure: they know no domain.
-const PROTOCOL: &[&str] = &["agi", "ami", "lines", "phone", "store", "metrics"];
+const PROTOCOL: &[&str] = &[
+    "agi", "ami", "lines", "phone", "store", "metrics", "time", "rt",
+];
 /// The domain and everything above it.
 const DOMAIN_AND_ABOVE: &[&str] = &["auth", "dialin", "gateway", "cli", "config"];
 /// Crates that mean HTTP.

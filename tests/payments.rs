@@ -19,7 +19,7 @@ use dialgate::{
     auth::{
         accounts::{self, Enrollment},
         passwords,
-        payments::{self, DeclineReason, PayError, PayOutcome, PayRequest, PaySettings},
+        payments::{self, DeclineReason, Paid, PayError, PayOutcome, PayRequest, PaySettings},
         temp_passwords::{self, Conditions, Issued, Owner, TempPasswordError},
     },
     store::{DatabaseUrl, OpenOptions, Store},
@@ -31,6 +31,7 @@ on_both_backends! {
     scenario_spend_limit_race => spend_limit_race_sqlite, spend_limit_race_mysql;
     scenario_balance_race => balance_race_sqlite, balance_race_mysql;
     scenario_idempotency_race => idempotency_race_sqlite, idempotency_race_mysql;
+    scenario_idempotency_bound_to_payer => idempotency_bound_to_payer_sqlite, idempotency_bound_to_payer_mysql;
     scenario_every_decline_reason => every_decline_reason_sqlite, every_decline_reason_mysql;
     scenario_manage => manage_sqlite, manage_mysql;
     scenario_cli => cli_sqlite, cli_mysql;
@@ -73,14 +74,15 @@ fn issue(store: &Store, username: &str, conditions: Conditions) -> Issued {
     temp_passwords::issue(store, username, PASSWORD, conditions, &KEY, T0).unwrap()
 }
 
-fn pay_at(
+/// The answer and whether it was a replay.
+fn paid_at(
     store: &Store,
     username: &str,
     password: &str,
     amount: i64,
     key: Option<&str>,
     now: i64,
-) -> Result<PayOutcome, PayError> {
+) -> Result<Paid, PayError> {
     payments::pay(
         store,
         &PayRequest {
@@ -94,6 +96,30 @@ fn pay_at(
         &PaySettings::new(&KEY),
         now,
     )
+}
+
+fn pay_at(
+    store: &Store,
+    username: &str,
+    password: &str,
+    amount: i64,
+    key: Option<&str>,
+    now: i64,
+) -> Result<PayOutcome, PayError> {
+    paid_at(store, username, password, amount, key, now).map(|paid| paid.outcome)
+}
+
+/// A payment with an idempotency key at T0.
+fn paid_with(store: &Store, password: &str, amount: i64, key: &str) -> Result<Paid, PayError> {
+    paid_at(store, "alice", password, amount, Some(key), T0)
+}
+
+#[track_caller]
+fn mismatch(result: Result<Paid, PayError>) {
+    assert!(
+        matches!(result, Err(PayError::IdempotencyMismatch)),
+        "{result:?}"
+    );
 }
 
 fn pay(store: &Store, username: &str, password: &str, amount: i64) -> PayOutcome {
@@ -113,7 +139,7 @@ fn race(
     amount: i64,
     threads: usize,
     key: impl Fn(usize) -> Option<String> + Sync,
-) -> Vec<PayOutcome> {
+) -> Vec<Paid> {
     let barrier = Arc::new(Barrier::new(threads));
     std::thread::scope(|s| {
         let handles: Vec<_> = (0..threads)
@@ -122,7 +148,7 @@ fn race(
                 let key = key(i);
                 s.spawn(move || {
                     barrier.wait();
-                    pay_at(store, username, password, amount, key.as_deref(), T0).unwrap()
+                    paid_at(store, username, password, amount, key.as_deref(), T0).unwrap()
                 })
             })
             .collect();
@@ -154,6 +180,7 @@ fn race_alice(
     account(&store, "alice", balance);
     let issued = issue(&store, "alice", conditions);
     let outcomes = race(&store, "alice", &issued.password, amount, threads, key);
+    let outcomes = outcomes.into_iter().map(|paid| paid.outcome).collect();
     (store, issued, outcomes)
 }
 
@@ -248,20 +275,27 @@ fn scenario_balance_race(db: &TestDb) {
 }
 
 fn scenario_idempotency_race(db: &TestDb) {
-    let (store, issued, outcomes) = race_alice(db, 10_000, Conditions::default(), 250, 16, |_| {
+    let store = open(db);
+    account(&store, "alice", 10_000);
+    let issued = issue(&store, "alice", Conditions::default());
+    let paid = race(&store, "alice", &issued.password, 250, 16, |_| {
         Some("order-42".into())
     });
+    let outcomes: Vec<PayOutcome> = paid.iter().map(|p| p.outcome.clone()).collect();
     assert_eq!(approved(&outcomes), 16, "{outcomes:?}");
     let first = &outcomes[0];
     assert!(outcomes.iter().all(|o| o == first), "{outcomes:?}");
+    // One charged, the other 15 got its answer replayed.
+    assert_eq!(paid.iter().filter(|p| !p.replayed).count(), 1, "{paid:?}");
     assert_eq!(db.count("payments"), 1);
     assert_ledger_matches(&store, "alice", 10_000 - 250);
 
-    // Later retries, with either password, still get the first answer.
-    let again = pay_at(&store, "alice", &issued.password, 250, Some("order-42"), T0).unwrap();
-    assert_eq!(&again, first);
-    let again = pay_at(&store, "alice", PASSWORD, 250, Some("order-42"), T0).unwrap();
-    assert_eq!(&again, first);
+    // Later retries with the same password still get the first answer, marked replayed.
+    let again = paid_with(&store, &issued.password, 250, "order-42").unwrap();
+    assert_eq!(&again.outcome, first);
+    assert!(again.replayed);
+    // The long-term password is another credential: the key is not its to replay.
+    mismatch(paid_with(&store, PASSWORD, 250, "order-42"));
     // The same key for another amount is refused.
     assert!(matches!(
         pay_at(&store, "alice", &issued.password, 300, Some("order-42"), T0),
@@ -281,6 +315,104 @@ fn scenario_idempotency_race(db: &TestDb) {
         DeclineReason::InvalidCredentials,
     );
     assert_ledger_matches(&store, "alice", 10_000 - 250);
+}
+
+/// An idempotency key's answer belongs to the credential that paid (issue 12 item 8):
+/// another temporary password, an exhausted one, or a temporary password replaying the
+/// long-term password's key gets 422 and nothing of the first payment.
+fn scenario_idempotency_bound_to_payer(db: &TestDb) {
+    let store = open(db);
+    account(&store, "alice", 10_000);
+    let once = || Conditions {
+        max_uses: Some(1),
+        ..Conditions::default()
+    };
+    let a_issued = issue(&store, "alice", Conditions::default());
+    let b_issued = issue(&store, "alice", once());
+    let (a, b) = (&a_issued.password, &b_issued.password);
+    let c = &issue(&store, "alice", once()).password;
+
+    // A pays; A's retry is a replay.
+    let first = paid_with(&store, a, 250, "order-1").unwrap();
+    assert!(first.outcome.is_approved() && !first.replayed, "{first:?}");
+    let again = paid_with(&store, a, 250, "order-1").unwrap();
+    assert_eq!(again.outcome, first.outcome);
+    assert!(again.replayed);
+
+    // B with A's key: refused, B not charged, A's payment unchanged.
+    mismatch(paid_with(&store, b, 250, "order-1"));
+    assert_eq!(db.count("payments"), 1);
+    assert_eq!(
+        db.query_i64(&format!(
+            "SELECT COUNT(*) AS n FROM payments WHERE idempotency_key = 'order-1' \
+             AND status = 'approved' AND amount = 250 AND temp_password_id = {}",
+            a_issued.summary.id
+        )),
+        1
+    );
+    let list = temp_passwords::list(&store, Owner::Authenticated("alice"), T0).unwrap();
+    let b_row = list.iter().find(|t| t.id == b_issued.summary.id).unwrap();
+    assert_eq!((b_row.uses, b_row.spent), (0, 0));
+    assert_ledger_matches(&store, "alice", 10_000 - 250);
+
+    // B pays once and is exhausted; its own key still replays its own answers.
+    let b_paid = paid_with(&store, b, 100, "b-1").unwrap();
+    assert!(matches!(
+        b_paid.outcome,
+        PayOutcome::Approved {
+            remaining_uses: Some(0),
+            ..
+        }
+    ));
+    let b_declined = paid_with(&store, b, 100, "b-2").unwrap();
+    declined(&b_declined.outcome, DeclineReason::UsesExhausted);
+    assert!(!b_declined.replayed);
+    for (key, answer) in [("b-1", &b_paid), ("b-2", &b_declined)] {
+        let replay = paid_with(&store, b, 100, key).unwrap();
+        assert_eq!(replay.outcome, answer.outcome, "{key}");
+        assert!(replay.replayed, "{key}");
+    }
+    // A different exhausted password with those keys (or A's): refused.
+    assert!(paid_with(&store, c, 100, "c-1")
+        .unwrap()
+        .outcome
+        .is_approved());
+    for (key, amount) in [("b-1", 100), ("b-2", 100), ("order-1", 250)] {
+        mismatch(paid_with(&store, c, amount, key));
+    }
+    assert_ledger_matches(&store, "alice", 10_000 - 250 - 100 - 100);
+
+    // The long-term password's key: a temporary password gets 422, never the balance.
+    let owner = paid_with(&store, PASSWORD, 300, "lt-1").unwrap();
+    assert!(matches!(
+        owner.outcome,
+        PayOutcome::Approved {
+            balance: Some(9_250),
+            ..
+        }
+    ));
+    mismatch(paid_with(&store, a, 300, "lt-1"));
+    let replay = paid_with(&store, PASSWORD, 300, "lt-1").unwrap();
+    assert_eq!(replay.outcome, owner.outcome);
+    assert!(replay.replayed);
+    assert_ledger_matches(&store, "alice", 10_000 - 250 - 100 - 100 - 300);
+    assert_eq!(db.count("payments"), 5);
+
+    // Rows stored before the fingerprint named the credential (sha256 of
+    // `account|amount|currency`) replay only for the credential in `temp_password_id`.
+    let account_id = db.query_i64("SELECT id AS n FROM accounts WHERE username = 'alice'");
+    let legacy = {
+        use sha2::Digest;
+        hex::encode(sha2::Sha256::digest(format!("{account_id}|250|CNY")))
+    };
+    let changed = db.execute(&format!(
+        "UPDATE payments SET fingerprint = '{legacy}' WHERE idempotency_key = 'order-1'"
+    ));
+    assert_eq!(changed, 1);
+    let replay = paid_with(&store, a, 250, "order-1").unwrap();
+    assert_eq!((replay.outcome, replay.replayed), (first.outcome, true));
+    mismatch(paid_with(&store, b, 250, "order-1"));
+    mismatch(paid_with(&store, PASSWORD, 250, "order-1"));
 }
 
 // ---------------------------------------------------------------------------------------
@@ -425,7 +557,9 @@ fn scenario_every_decline_reason(db: &TestDb) {
         client_ip: None,
     };
     check(
-        payments::pay(&store, &request, &strict, T0).unwrap(),
+        payments::pay(&store, &request, &strict, T0)
+            .unwrap()
+            .outcome,
         DeclineReason::InvalidCredentials,
     );
 
@@ -458,7 +592,9 @@ fn scenario_every_decline_reason(db: &TestDb) {
         ..request.clone()
     };
     declined(
-        &payments::pay(&store, &with_other_key, &other_key, T0 + HOUR).unwrap(),
+        &payments::pay(&store, &with_other_key, &other_key, T0 + HOUR)
+            .unwrap()
+            .outcome,
         DeclineReason::InvalidCredentials,
     );
 
@@ -766,12 +902,27 @@ fn scenario_cli(db: &TestDb) {
     );
     assert_eq!(paid["status"], "approved");
     assert_eq!(paid["amount"], 200);
-    let again = json(
+    assert!(paid.get("replayed").is_none(), "{paid}");
+    let mut again = json(
         &pay_args("2.00", &["--idempotency-key", "k1"]),
         Some(&temp),
         0,
     );
+    assert_eq!(again["replayed"], true);
+    again.as_object_mut().unwrap().remove("replayed");
     assert_eq!(again, paid);
+    let out = cli(&pay_args("2.00", &["--idempotency-key", "k1"]), Some(&temp));
+    expect(
+        &out,
+        0,
+        "replayed: the first answer to this idempotency key",
+    );
+    // The long-term password did not pay with k1: refused, not replayed.
+    let out = cli(
+        &pay_args("2.00", &["--idempotency-key", "k1"]),
+        Some(PASSWORD),
+    );
+    expect(&out, 1, "idempotency key was already used");
     let out = cli(&pay_args("3.00", &["--idempotency-key", "k1"]), Some(&temp));
     expect(&out, 1, "idempotency key was already used");
     let declined = json(&pay_args("20.00", &[]), Some(&temp), 1);

@@ -443,12 +443,14 @@ async fn idempotency_keys() {
     let first = node.pay(&password, 700, Some("order-1")).await;
     let body = approved(&first);
     assert_eq!(body["remaining_uses"], 9);
+    assert_eq!(first.header("idempotent-replayed"), None);
     let again = node.pay(&password, 700, Some("order-1")).await;
     assert_eq!(again.status, StatusCode::OK);
     assert_eq!(
         again.body, first.body,
         "a retry returns the first answer verbatim"
     );
+    assert_eq!(again.header("idempotent-replayed"), Some("true"));
     assert_eq!(node.balance().await, OPENING - 700);
 
     let other = node.pay(&password, 701, Some("order-1")).await;
@@ -465,6 +467,7 @@ async fn idempotency_keys() {
     let big_again = node.pay(&password, OPENING, Some("order-2")).await;
     assert_eq!(big_again.status, StatusCode::PAYMENT_REQUIRED);
     assert_eq!(big_again.body, big.body);
+    assert_eq!(big_again.header("idempotent-replayed"), Some("true"));
 
     // 16 at once with one key: one charge, the same answer for all.
     let node = Arc::new(node);
@@ -482,9 +485,58 @@ async fn idempotency_keys() {
         approved(reply);
         assert_eq!(reply.body, replies[0].body);
     }
+    let fresh = replies
+        .iter()
+        .filter(|r| r.header("idempotent-replayed").is_none())
+        .count();
+    assert_eq!(fresh, 1, "one charged, the others replayed");
     assert_eq!(node.balance().await, OPENING - 700 - 1000);
     // uses: order-1, order-2 (declined consumes nothing), order-3.
     assert_eq!(replies[0].json()["remaining_uses"], 8);
+}
+
+/// Issue 12 item 8: a key's answer belongs to the credential that paid.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn idempotency_keys_are_bound_to_the_payer() {
+    let node = start(|_| {}).await;
+    let a = password_of(&node.issue(json!({ "max_uses": 10 })).await);
+    let b = password_of(&node.issue(json!({ "max_uses": 1 })).await);
+
+    let first = node.pay(&a, 700, Some("order-1")).await;
+    approved(&first);
+    // B with A's key: 422 with nothing of A's payment, and B is not charged.
+    let stolen = node.pay(&b, 700, Some("order-1")).await;
+    error(
+        &stolen,
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "idempotency_key_reused",
+    );
+    assert_eq!(stolen.header("idempotent-replayed"), None);
+    let text = String::from_utf8_lossy(&stolen.body);
+    for leak in ["payment_id", "approved", "remaining", "balance", "700"] {
+        assert!(!text.contains(leak), "{leak} in {text}");
+    }
+    assert_eq!(node.balance().await, OPENING - 700);
+    // B still has its one use.
+    approved(&node.pay(&b, 100, Some("b-1")).await);
+    assert_eq!(node.balance().await, OPENING - 800);
+
+    // The long-term password's key: a temporary password gets 422 without the balance.
+    let owner = node.pay(PASSWORD, 300, Some("lt-1")).await;
+    assert_eq!(approved(&owner)["balance"], OPENING - 1100);
+    let temp = node.pay(&a, 300, Some("lt-1")).await;
+    error(
+        &temp,
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "idempotency_key_reused",
+    );
+    let text = String::from_utf8_lossy(&temp.body);
+    assert!(!text.contains("balance"), "{text}");
+    assert!(!text.contains(&(OPENING - 1100).to_string()), "{text}");
+    let replay = node.pay(PASSWORD, 300, Some("lt-1")).await;
+    assert_eq!(replay.body, owner.body);
+    assert_eq!(replay.header("idempotent-replayed"), Some("true"));
+    assert_eq!(node.balance().await, OPENING - 1100);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -741,7 +793,17 @@ async fn manage_with_a_session() {
 
     // A body that is there but not JSON is a 400, even with a session.
     let garbage = node
-        .raw(Method::POST, &path("pause"), &with_cookie, "{oops")
+        .raw(
+            Method::POST,
+            &path("pause"),
+            &[JSON, with_cookie[0]],
+            "{oops",
+        )
         .await;
     error(&garbage, StatusCode::BAD_REQUEST, "bad_request");
+    // With the cookie, a body must say it is JSON (CSRF: a form or text/plain is a 403).
+    let untyped = node
+        .raw(Method::POST, &path("pause"), &with_cookie, "{oops")
+        .await;
+    error(&untyped, StatusCode::FORBIDDEN, "json_required");
 }

@@ -34,7 +34,7 @@ pub enum AccountError {
     #[error("invalid username {0:?}: use 1 to 64 of a-z, 0-9, '.', '_', '-', '@'")]
     InvalidUsername(String),
     #[error("invalid display name: {0}")]
-    InvalidName(&'static str),
+    InvalidName(String),
     #[error(transparent)]
     Password(#[from] PasswordPolicyError),
     #[error(transparent)]
@@ -95,15 +95,15 @@ pub fn normalize_username(text: &str) -> Result<String, AccountError> {
 pub fn check_display_name(name: &str) -> Result<String, AccountError> {
     let name = name.trim();
     if name.is_empty() {
-        return Err(AccountError::InvalidName("it is empty"));
+        return Err(AccountError::InvalidName("it is empty".into()));
     }
     if name.chars().count() > 255 {
         return Err(AccountError::InvalidName(
-            "it is longer than 255 characters",
+            "it is longer than 255 characters".into(),
         ));
     }
-    if name.chars().any(char::is_control) {
-        return Err(AccountError::InvalidName("it contains control characters"));
+    if let Some(why) = super::text::refusal(name) {
+        return Err(AccountError::InvalidName(why));
     }
     Ok(name.to_string())
 }

@@ -124,9 +124,9 @@ pub fn top_up(
     check_amount(amount)?;
     let note = note.map(str::trim).filter(|n| !n.is_empty());
     if let Some(note) = note {
-        if note.chars().count() > MAX_NOTE_CHARS || note.chars().any(char::is_control) {
+        if note.chars().count() > MAX_NOTE_CHARS || super::text::refusal(note).is_some() {
             return Err(PaymentError::InvalidRequest(
-                "the note must be at most 255 characters without control characters".into(),
+                "the note must be at most 255 characters without control or bidirectional characters".into(),
             ));
         }
     }

@@ -36,15 +36,21 @@ impl Conditions {
             if label.chars().count() > MAX_LABEL_CHARS {
                 return bad("the label is longer than 64 characters");
             }
-            if label.chars().any(char::is_control) {
-                return bad("the label contains control characters");
-            }
+            super::text::check("label", &label).map_err(TempPasswordError::InvalidConditions)?;
             self.label = (!label.is_empty()).then_some(label);
         }
         if let (Some(from), Some(until)) = (self.valid_from, self.valid_until) {
             if until <= from {
                 return bad("the end of validity must be after its start");
             }
+        }
+        // Beyond it a time cannot be printed (RFC 3339 ends with year 9999).
+        if [self.valid_from, self.valid_until]
+            .iter()
+            .flatten()
+            .any(|&t| !(0..=crate::time::MAX_TIME_MS).contains(&t))
+        {
+            return bad("a validity time is outside 1970..9999");
         }
         if self.valid_until.is_some_and(|until| until <= now) {
             return bad("the end of validity is in the past");

@@ -1,4 +1,7 @@
-//! Identity documents (ID scan, photo): type by magic bytes, size cap, SHA-256.
+//! Identity documents (ID scan, photo): type by magic bytes, size cap, SHA-256; the one
+//! bounded read of a document file (`read_file`).
+
+use std::{io::Read, path::Path};
 
 use sha2::{Digest, Sha256};
 
@@ -47,6 +50,65 @@ pub enum DocumentError {
         kind: &'static str,
         expected: &'static str,
     },
+}
+
+/// Reads a document file of at most `limit` bytes: only a regular file (not a FIFO,
+/// device or directory, which could block or never end), and never more than
+/// `limit + 1` bytes, so an oversized or growing file costs no more memory than the cap.
+/// The error is a sentence naming the kind and the path.
+pub fn read_file(kind: DocumentKind, path: &Path, limit: usize) -> Result<Vec<u8>, String> {
+    use std::os::unix::fs::{FileTypeExt, OpenOptionsExt};
+    let name = kind.as_str();
+    let cannot = |e: std::io::Error| format!("cannot read the {name} file {}: {e}", path.display());
+    // O_NONBLOCK: opening a FIFO must not wait for a writer; the type is checked on the
+    // opened file, so nothing can be swapped in between.
+    let mut file = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK)
+        .open(path)
+        .map_err(cannot)?;
+    let meta = file.metadata().map_err(cannot)?;
+    let file_type = meta.file_type();
+    if !file_type.is_file() {
+        let what = if file_type.is_dir() {
+            "a directory"
+        } else if file_type.is_fifo() {
+            "a FIFO"
+        } else if file_type.is_char_device() {
+            "a character device"
+        } else if file_type.is_block_device() {
+            "a block device"
+        } else if file_type.is_socket() {
+            "a socket"
+        } else {
+            "not a regular file"
+        };
+        return Err(format!(
+            "the {name} file {} is {what}; give a regular file",
+            path.display()
+        ));
+    }
+    let too_large = |size: u64| {
+        DocumentError::TooLarge {
+            kind: name,
+            size: usize::try_from(size).unwrap_or(usize::MAX),
+            limit,
+        }
+        .to_string()
+    };
+    if meta.len() > limit as u64 {
+        return Err(too_large(meta.len()));
+    }
+    let mut content = Vec::with_capacity(meta.len() as usize);
+    (&mut file)
+        .take(limit as u64 + 1)
+        .read_to_end(&mut content)
+        .map_err(cannot)?;
+    if content.len() > limit {
+        // The file grew while being read.
+        return Err(too_large(content.len() as u64));
+    }
+    Ok(content)
 }
 
 /// A validated document, ready to store.

@@ -13,6 +13,7 @@ pub mod passwords;
 pub mod payments;
 pub mod signal;
 pub mod temp_passwords;
+pub mod text;
 
 /// Whether `id` has the shape of a challenge id (the ids are 32 hex digits; up to 64
 /// letters and digits pass), so anything else costs no store lookup.

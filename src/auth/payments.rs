@@ -25,6 +25,13 @@
 //! 4. the answer is stored as JSON in the payment row, so a retry returns it verbatim.
 //!    A deadlock (MySQL) retries the whole write job, up to 10 times.
 //!
+//! The stored answer belongs to (account, credential, amount, currency): the row's
+//! fingerprint covers all four (the credential is the temporary password's id, or the
+//! long-term password). A replay is answered only for the same credential, after it
+//! authenticated (a revoked or exhausted password still replays its own answers); any
+//! other request with the key gets [`PayError::IdempotencyMismatch`] and learns nothing
+//! of the first payment. A replayed answer is marked ([`Paid::replayed`]).
+//!
 //! Wrong passwords count toward the account's lockout (`accounts.failed_logins`, shared
 //! with the dial-in login; at `login::MAX_CONSECUTIVE_FAILURES` every payment and login
 //! is refused until an operator sets a new password). Per-client limits belong to the
@@ -93,8 +100,8 @@ impl From<DieselError> for PaymentError {
 
 #[derive(Debug, thiserror::Error)]
 pub enum PayError {
-    /// The idempotency key was used before for another amount, currency or account
-    /// (HTTP 422).
+    /// The idempotency key was used before with another credential, amount or currency
+    /// (HTTP 422). Says nothing about the first payment.
     #[error("this idempotency key was already used for a different payment; use a new key")]
     IdempotencyMismatch,
     /// Amount, currency or key malformed (HTTP 400).
@@ -158,6 +165,26 @@ impl PayOutcome {
     }
 }
 
+/// A payment's answer, and whether it is the stored answer of an earlier request with
+/// the same idempotency key (nothing was charged this time).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Paid {
+    #[serde(flatten)]
+    pub outcome: PayOutcome,
+    /// Shown only when true.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub replayed: bool,
+}
+
+impl Paid {
+    fn new(outcome: PayOutcome) -> Paid {
+        Paid {
+            outcome,
+            replayed: false,
+        }
+    }
+}
+
 #[derive(Debug, Clone)]
 pub struct PayRequest<'a> {
     pub username: &'a str,
@@ -207,8 +234,21 @@ fn last_insert_id(conn: &mut DbConnection) -> Result<i64, DieselError> {
     }
 }
 
-/// sha256(account | amount | currency): what a reused idempotency key must match.
-fn fingerprint(account_id: i64, amount: i64, currency: &str) -> String {
+/// sha256(account | credential | amount | currency): what a reused idempotency key must
+/// match. The credential is `temp:<id>` or `long_term`.
+fn fingerprint(account_id: i64, credential: Credential, amount: i64, currency: &str) -> String {
+    let credential = match credential {
+        Credential::Temp(id) => format!("temp:{id}"),
+        Credential::LongTerm => "long_term".to_string(),
+    };
+    hex::encode(Sha256::digest(
+        format!("{account_id}|{credential}|{amount}|{currency}").as_bytes(),
+    ))
+}
+
+/// The fingerprint of rows written before it named the credential; such a row matches
+/// only when its `temp_password_id` is the credential too.
+fn legacy_fingerprint(account_id: i64, amount: i64, currency: &str) -> String {
     hex::encode(Sha256::digest(
         format!("{account_id}|{amount}|{currency}").as_bytes(),
     ))
@@ -254,13 +294,14 @@ impl From<DieselError> for Consume {
 
 /// Pays `amount` from the account with a temporary password (or the long-term one, if
 /// allowed). Argon2id may run (long-term password, unknown user): call from a blocking
-/// thread. A retried idempotency key returns the first answer and charges nothing twice.
+/// thread. A retried idempotency key (same credential, amount and currency) returns the
+/// first answer, marked replayed, and charges nothing twice.
 pub fn pay(
     store: &Store,
     request: &PayRequest<'_>,
     settings: &PaySettings<'_>,
     now: i64,
-) -> Result<PayOutcome, PayError> {
+) -> Result<Paid, PayError> {
     check_amount(request.amount).map_err(PayError::Invalid)?;
     if let Some(key) = request.idempotency_key {
         if key.is_empty()
@@ -294,10 +335,10 @@ pub fn pay(
         credential,
     }) = credentials::check(store, &attempt, refused)?
     else {
-        return Ok(PayOutcome::Declined {
+        return Ok(Paid::new(PayOutcome::Declined {
             reason: DeclineReason::InvalidCredentials,
             payment_id: None,
-        });
+        }));
     };
     if let Some(currency) = request.currency {
         if !currency.eq_ignore_ascii_case(&account.currency) {
@@ -309,14 +350,19 @@ pub fn pay(
     }
 
     // 2. Check and consume, in one transaction.
-    let print = fingerprint(account.id, request.amount, &account.currency);
+    let print = fingerprint(account.id, credential, request.amount, &account.currency);
     for attempt in 1.. {
         match charge(store, &account, credential, request, &print, now) {
-            Ok(outcome) => return Ok(outcome),
+            Ok(outcome) => return Ok(Paid::new(outcome)),
             Err(Abort::Duplicate) => {
                 let mut conn = store.conn()?;
-                if let Some(outcome) = stored_answer(&mut conn, &account, request, &print)? {
-                    return Ok(outcome);
+                if let Some(outcome) =
+                    stored_answer(&mut conn, &account, credential, request, &print)?
+                {
+                    return Ok(Paid {
+                        outcome,
+                        replayed: true,
+                    });
                 }
                 // The first request rolled back: this one may try again.
             }
@@ -335,25 +381,40 @@ pub fn pay(
 }
 
 /// The answer stored under this idempotency key, or `None` if there is none (yet).
+/// Another credential, amount or currency than the first request's is a mismatch.
 fn stored_answer(
     conn: &mut DbConnection,
     account: &Account,
+    credential: Credential,
     request: &PayRequest<'_>,
     print: &str,
 ) -> Result<Option<PayOutcome>, PayError> {
     let Some(key) = request.idempotency_key else {
         return Ok(None);
     };
-    let row: Option<(Option<String>, Option<String>)> = payments::table
+    let row: Option<(Option<i64>, Option<String>, Option<String>)> = payments::table
         .filter(payments::account_id.eq(account.id))
         .filter(payments::idempotency_key.eq(key))
-        .select((payments::fingerprint, payments::response))
+        .select((
+            payments::temp_password_id,
+            payments::fingerprint,
+            payments::response,
+        ))
         .first(conn)
         .optional()?;
-    let Some((stored_print, response)) = row else {
+    let Some((temp_id, stored_print, response)) = row else {
         return Ok(None);
     };
-    if stored_print.as_deref() != Some(print) {
+    let paid_by = temp_id.map_or(Credential::LongTerm, Credential::Temp);
+    let same = paid_by == credential
+        && (stored_print.as_deref() == Some(print)
+            || stored_print.as_deref()
+                == Some(&legacy_fingerprint(
+                    account.id,
+                    request.amount,
+                    &account.currency,
+                )));
+    if !same {
         return Err(PayError::IdempotencyMismatch);
     }
     match response.map(|r| serde_json::from_str::<PayOutcome>(&r)) {

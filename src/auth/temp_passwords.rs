@@ -196,7 +196,7 @@ pub fn load_or_create_key(path: &Path) -> io::Result<Vec<u8>> {
         Err(e) => return Err(e),
     }
     if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
-        std::fs::create_dir_all(parent)?;
+        crate::store::create_private_dir(parent)?;
     }
     let mut key = vec![0u8; KEY_BYTES];
     OsRng.fill_bytes(&mut key);

@@ -7,7 +7,7 @@ use clap::Args;
 use super::{read_password, Failure, GlobalArgs};
 use crate::auth::{
     accounts::{self, AccountSummary, Enrollment},
-    documents::DocumentKind,
+    documents::{self, DocumentKind},
 };
 
 #[derive(Debug, Args)]
@@ -31,25 +31,34 @@ pub struct EnrollArgs {
     pub password_stdin: bool,
 }
 
-/// Reads a document file given on the command line or in a CSV row.
-pub fn read_document(kind: DocumentKind, path: &Path) -> Result<(DocumentKind, Vec<u8>), Failure> {
-    std::fs::read(path).map(|bytes| (kind, bytes)).map_err(|e| {
-        Failure::User(anyhow::anyhow!(
-            "cannot read the {} file {}: {e}",
-            kind.as_str(),
-            path.display()
-        ))
-    })
+/// Reads a document file given on the command line or in a CSV row: a regular file,
+/// at most `limit` bytes read (`documents::read_file`).
+pub fn read_document(
+    kind: DocumentKind,
+    path: &Path,
+    limit: usize,
+) -> Result<(DocumentKind, Vec<u8>), Failure> {
+    documents::read_file(kind, path, limit)
+        .map(|bytes| (kind, bytes))
+        .map_err(|e| Failure::User(anyhow::anyhow!(e)))
 }
 
 pub fn run(global: &GlobalArgs, args: EnrollArgs) -> Result<(), Failure> {
     let config = global.config()?;
     let mut documents = Vec::new();
     if let Some(path) = &args.id_scan {
-        documents.push(read_document(DocumentKind::IdScan, path)?);
+        documents.push(read_document(
+            DocumentKind::IdScan,
+            path,
+            config.max_document_bytes,
+        )?);
     }
     if let Some(path) = &args.photo {
-        documents.push(read_document(DocumentKind::Photo, path)?);
+        documents.push(read_document(
+            DocumentKind::Photo,
+            path,
+            config.max_document_bytes,
+        )?);
     }
     let password = read_password(args.password_stdin)?;
     let enrollment = Enrollment::prepare(

@@ -25,8 +25,11 @@ use crate::{
 #[derive(Debug, Args)]
 pub struct ImportArgs {
     /// CSV with a header row: username,name,phone,password[,id_scan][,photo]. Document
-    /// paths are relative to the CSV file.
+    /// paths are relative to the CSV file and must stay in its folder.
     pub file: PathBuf,
+    /// Also read document paths that are absolute or leave the CSV file's folder.
+    #[arg(long)]
+    pub allow_outside_paths: bool,
 }
 
 /// One CSV row as read (trimmed; nothing validated yet).
@@ -94,7 +97,12 @@ pub fn run(global: &GlobalArgs, args: ImportArgs) -> Result<(), Failure> {
     let config = global.config()?;
     let file = std::fs::File::open(&args.file)
         .map_err(|e| Failure::User(anyhow::anyhow!("cannot read {}: {e}", args.file.display())))?;
-    let base = args.file.parent().unwrap_or(Path::new(".")).to_path_buf();
+    let base = args
+        .file
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."))
+        .to_path_buf();
     let (rows, failed) = parse_rows(file)
         .map_err(|e| Failure::User(anyhow::anyhow!("{}: {e}", args.file.display())))?;
     let store = global.open_store(&config)?;
@@ -114,7 +122,7 @@ pub fn run(global: &GlobalArgs, args: ImportArgs) -> Result<(), Failure> {
                 let Some((line, row)) = rows.get(i) else {
                     break;
                 };
-                match import_row(row, &base, &config, &store) {
+                match import_row(row, &base, args.allow_outside_paths, &config, &store) {
                     Ok(()) => {
                         imported.fetch_add(1, Ordering::Relaxed);
                     }
@@ -162,15 +170,55 @@ pub fn run(global: &GlobalArgs, args: ImportArgs) -> Result<(), Failure> {
     }
 }
 
-fn import_row(row: &Row, base: &Path, config: &Config, store: &Store) -> Result<(), String> {
+/// Where a row's document path points: relative to the CSV's folder `base`. Unless
+/// `allow_outside`, an absolute path or one that leaves `base` (by `..` or a symbolic
+/// link) is refused, so a CSV from elsewhere cannot pull in any file the operator can read.
+pub fn document_path(base: &Path, text: &str, allow_outside: bool) -> Result<PathBuf, String> {
+    use std::path::Component;
+    let given = Path::new(text);
+    let path = base.join(given);
+    if allow_outside {
+        return Ok(path);
+    }
+    let refuse = |why: &str| {
+        format!(
+            "the document path {text:?} {why}; document paths must stay in the CSV file's folder \
+             (move the file there, or pass --allow-outside-paths)"
+        )
+    };
+    if given.is_absolute() {
+        return Err(refuse("is absolute"));
+    }
+    if given.components().any(|c| c == Component::ParentDir) {
+        return Err(refuse("leaves the folder by '..'"));
+    }
+    // A symbolic link inside the folder may still point out of it.
+    if let (Ok(real), Ok(real_base)) = (path.canonicalize(), base.canonicalize()) {
+        if !real.starts_with(&real_base) {
+            return Err(refuse("leads out of the folder by a symbolic link"));
+        }
+    }
+    Ok(path)
+}
+
+fn import_row(
+    row: &Row,
+    base: &Path,
+    allow_outside: bool,
+    config: &Config,
+    store: &Store,
+) -> Result<(), String> {
     let mut documents = Vec::new();
     for (kind, path) in [
         (DocumentKind::IdScan, &row.id_scan),
         (DocumentKind::Photo, &row.photo),
     ] {
         if let Some(path) = path.as_deref().filter(|p| !p.is_empty()) {
-            documents
-                .push(read_document(kind, &base.join(path)).map_err(|f| f.error().to_string())?);
+            let path = document_path(base, path, allow_outside)?;
+            documents.push(
+                read_document(kind, &path, config.max_document_bytes)
+                    .map_err(|f| f.error().to_string())?,
+            );
         }
     }
     let enrollment = Enrollment::prepare(

@@ -9,7 +9,7 @@ use super::{
 };
 use crate::{
     auth::payments::{
-        self, format_amount, parse_amount, PayError, PayOutcome, PayRequest, PaySettings,
+        self, format_amount, parse_amount, Paid, PayError, PayOutcome, PayRequest, PaySettings,
     },
     store::now_ms,
 };
@@ -24,7 +24,8 @@ pub struct PayArgs {
     /// Must be the account's currency when given (e.g. CNY).
     #[arg(long)]
     pub currency: Option<String>,
-    /// Retrying with the same key returns the first answer and charges nothing twice.
+    /// Retrying with the same key, password and amount returns the first answer (marked
+    /// as a replay) and charges nothing twice; any other use of the key is refused.
     #[arg(long, value_name = "KEY")]
     pub idempotency_key: Option<String>,
     /// Refuse the account's long-term password: only temporary passwords pay.
@@ -37,7 +38,16 @@ pub struct PayArgs {
     pub key: KeyArgs,
 }
 
-fn describe(outcome: &PayOutcome) -> String {
+fn describe(paid: &Paid) -> String {
+    let text = describe_outcome(&paid.outcome);
+    if paid.replayed {
+        format!("{text}\n  replayed: the first answer to this idempotency key; nothing charged now")
+    } else {
+        text
+    }
+}
+
+fn describe_outcome(outcome: &PayOutcome) -> String {
     match outcome {
         PayOutcome::Approved {
             payment_id,
@@ -88,12 +98,12 @@ pub fn run(global: &GlobalArgs, args: PayArgs) -> Result<(), Failure> {
         allow_long_term: !args.temporary_only,
         server_key: &server_key,
     };
-    let outcome = payments::pay(&store, &request, &settings, now_ms()).map_err(|e| match e {
+    let paid = payments::pay(&store, &request, &settings, now_ms()).map_err(|e| match e {
         PayError::Store(_) => Failure::System(e.into()),
         _ => Failure::User(e.into()),
     })?;
-    global.emit(&outcome, describe);
-    match outcome.decline_reason() {
+    global.emit(&paid, describe);
+    match paid.outcome.decline_reason() {
         Some(reason) => Err(Failure::User(anyhow::anyhow!("payment declined: {reason}"))),
         None => Ok(()),
     }

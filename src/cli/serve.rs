@@ -64,6 +64,23 @@ pub async fn run_with(
         warn!(listen = %settings.agi_listen,
             "FastAGI has no authentication and listens beyond loopback with no --agi-allow list");
     }
+    // Before any socket: the HTTP cap below is bounded by the limit in force.
+    let nofile = gateway::raise_open_file_limit().unwrap_or_else(|e| {
+        warn!(error = %e, "cannot read the open-file limit; assuming 1024");
+        1024
+    });
+    let mut http_limits = settings.http.clone();
+    http_limits.max_connections = settings.http.cap_for(nofile);
+    if http_limits.max_connections < settings.http.max_connections {
+        warn!(
+            configured = settings.http.max_connections,
+            cap = http_limits.max_connections,
+            open_file_limit = nofile,
+            reserve = settings.http.fd_reserve,
+            "HTTP connection cap lowered to fit the open-file limit minus the reserve \
+             left to FastAGI (raise `ulimit -n`)"
+        );
+    }
     let metrics = Arc::new(Metrics::default());
     let hub = Arc::new(Hub::new(
         settings.gateway.node_url.clone(),
@@ -115,7 +132,8 @@ pub async fn run_with(
         .local_addr()
         .map_err(|e| Failure::System(e.into()))?;
     info!(addr = %agi_addr, scripts = ?router.names(), "FastAGI server listening");
-    info!(addr = %http_addr, "HTTP gateway listening");
+    info!(addr = %http_addr, max_connections = http_limits.max_connections,
+        open_file_limit = nofile, "HTTP gateway listening");
     let gateway = Arc::new(
         Gateway::new(store, settings.gateway.clone(), hub, metrics).with_callback(
             ami,
@@ -129,11 +147,16 @@ pub async fn run_with(
         app = app.merge(extra);
     }
     let (stop_tx, mut stop_rx) = tokio::sync::watch::channel(false);
-    let http = tokio::spawn(gateway::serve(http_listener, app, async move {
-        let _ = stop_rx.wait_for(|stopped| *stopped).await;
-        // Open SSE streams would otherwise hold the shutdown until their logins expire.
-        closing.close();
-    }));
+    let http = tokio::spawn(gateway::serve_with(
+        http_listener,
+        app,
+        http_limits,
+        async move {
+            let _ = stop_rx.wait_for(|stopped| *stopped).await;
+            // Open SSE streams would otherwise hold the shutdown until their logins expire.
+            closing.close();
+        },
+    ));
     agi.run(async move {
         shutdown_signal().await;
         let _ = stop_tx.send(true);

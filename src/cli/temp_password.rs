@@ -2,8 +2,6 @@
 //! passwords of an account. Issuing asks for the account's long-term password; managing
 //! is the operator's (already trusted) job and asks for none.
 
-use std::time::{Duration, UNIX_EPOCH};
-
 use clap::{Args, Subcommand};
 
 use super::{serve::ServeOptions, Failure, GlobalArgs};
@@ -13,8 +11,8 @@ use crate::{
         temp_passwords::{self, Conditions, Owner, TempPasswordError, TempPasswordSummary},
     },
     config::Config,
-    gateway::MAX_TIME_MS,
     store::now_ms,
+    time,
 };
 
 #[derive(Debug, Args)]
@@ -160,15 +158,7 @@ pub(crate) fn read_secret(from_stdin: bool, prompt: &str) -> Result<String, Fail
 }
 
 fn parse_time(flag: &str, text: &str) -> Result<i64, Failure> {
-    humantime::parse_rfc3339_weak(text.trim())
-        .ok()
-        .and_then(|t| t.duration_since(UNIX_EPOCH).ok())
-        .map(|d| d.as_millis() as i64)
-        .ok_or_else(|| {
-            Failure::User(anyhow::anyhow!(
-                "--{flag} {text:?} is not a time: use RFC 3339 in UTC, e.g. 2026-12-01T18:00:00Z"
-            ))
-        })
+    time::parse_rfc3339(text).map_err(|e| Failure::User(anyhow::anyhow!("--{flag} {text:?}: {e}")))
 }
 
 fn parse_money(flag: &str, text: &str) -> Result<i64, Failure> {
@@ -183,22 +173,15 @@ fn valid_for_end(text: &str, start: i64) -> Result<i64, Failure> {
             "--valid-for {text:?}: {e}; write it like 2h, 30min or 7days"
         ))
     })?;
-    i64::try_from(d.as_millis())
-        .ok()
-        .and_then(|ms| start.checked_add(ms))
-        .filter(|&end| end <= MAX_TIME_MS)
-        .ok_or_else(|| {
-            Failure::User(anyhow::anyhow!(
-                "--valid-for {text:?} ends after the year 9999"
-            ))
-        })
+    time::checked_end(start, d).ok_or_else(|| {
+        Failure::User(anyhow::anyhow!(
+            "--valid-for {text:?} ends after the year 9999"
+        ))
+    })
 }
 
 /// A time for people: `2026-12-01T18:00:00Z`.
-pub(crate) fn format_time(ms: i64) -> String {
-    humantime::format_rfc3339_seconds(UNIX_EPOCH + Duration::from_millis(ms.max(0) as u64))
-        .to_string()
-}
+pub(crate) use crate::time::format_rfc3339 as format_time;
 
 /// One temporary password in a few human lines.
 pub fn describe(s: &TempPasswordSummary) -> String {

@@ -5,7 +5,7 @@ use std::{
     convert::Infallible,
     net::{IpAddr, SocketAddr},
     sync::Arc,
-    time::{Duration, Instant, UNIX_EPOCH},
+    time::{Duration, Instant},
 };
 
 use axum::{
@@ -73,10 +73,20 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for JsonBody<T> {
 
     async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
         let bytes = body_bytes(req, state).await?;
-        serde_json::from_slice(&bytes)
-            .map(JsonBody)
-            .map_err(|e| ApiError::bad_request(format!("the body is not the expected JSON: {e}")))
+        from_json_object(&bytes).map(JsonBody)
     }
+}
+
+/// A JSON object body as `T`. serde also reads a struct from an array of its fields
+/// (`["alice", "pw"]`), which is not the documented shape: only an object is taken.
+pub(super) fn from_json_object<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
+    let bad = |e: &dyn std::fmt::Display| {
+        ApiError::bad_request(format!("the body is not the expected JSON: {e}"))
+    };
+    if bytes.trim_ascii_start().first() != Some(&b'{') {
+        return Err(bad(&"not a JSON object"));
+    }
+    serde_json::from_slice(bytes).map_err(|e| bad(&e))
 }
 
 async fn body_bytes<S: Send + Sync>(req: Request, state: &S) -> Result<Bytes, ApiError> {
@@ -192,10 +202,7 @@ fn session_cookie(gw: &Gateway, token: &str, max_age: u64) -> HeaderValue {
 }
 
 /// RFC 3339 (UTC, seconds) of a store timestamp.
-pub fn rfc3339_ms(ms: i64) -> String {
-    let t = UNIX_EPOCH + Duration::from_millis(ms.max(0) as u64);
-    humantime::format_rfc3339_seconds(t).to_string()
-}
+pub use crate::time::format_rfc3339 as rfc3339_ms;
 
 /// Seconds from now until `ms`, rounded up, at least 0.
 fn secs_until(ms: i64) -> u64 {
@@ -562,6 +569,16 @@ mod tests {
         let mut h = HeaderMap::new();
         h.append(header::AUTHORIZATION, "Basic abc".parse().unwrap());
         assert_eq!(bearer(&h), None);
+    }
+
+    #[test]
+    fn bodies_are_objects() {
+        let login = |body: &str| from_json_object::<LoginRequest>(body.as_bytes());
+        assert!(login(r#" {"username": "a", "password": "b"}"#).is_ok());
+        for bad in [r#"["a", "b"]"#, "null", "", "1", r#"{"username": "a"}"#] {
+            let e = login(bad).err().unwrap();
+            assert_eq!(e.status, StatusCode::BAD_REQUEST, "{bad:?}");
+        }
     }
 
     #[test]

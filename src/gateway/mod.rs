@@ -7,13 +7,17 @@
 
 mod api;
 pub mod callback;
+pub mod csrf;
 mod error;
+mod health;
 mod hub;
 mod limit;
+mod openapi;
 mod pages;
 mod payments;
+mod server;
 
-use std::{future::Future, io, net::SocketAddr, sync::Arc, time::Duration};
+use std::{future::Future, io, sync::Arc, time::Duration};
 
 use axum::{
     extract::DefaultBodyLimit,
@@ -28,9 +32,9 @@ pub use callback::{CallbackLimiter, CallbackSettings};
 pub use error::ApiError;
 pub use hub::{sign, verify_signature, Hub, SIGNAL_PATH, SIGNAL_WINDOW};
 pub use limit::{Limiter, RateLimit};
-pub use payments::{
-    issue_conditions, parse_time, IssueRequest, OwnerRequest, PaymentRequest, MAX_TIME_MS,
-};
+pub use openapi::{OPENAPI_JSON, OPENAPI_PATH};
+pub use payments::{issue_conditions, parse_time, IssueRequest, OwnerRequest, PaymentRequest};
+pub use server::{raise_open_file_limit, serve_with, HttpLimits};
 
 use crate::{
     ami::AmiClient,
@@ -66,6 +70,9 @@ pub struct GatewayConfig {
     pub temp_password_key: Vec<u8>,
     /// Whether the owner's long-term password may pay too (default yes).
     pub allow_long_term_payments: bool,
+    /// Origins besides the page's own that may send cookie-authenticated state changes
+    /// (`csrf`), normalised by [`csrf::normalize_origin`], e.g. `https://app.example.com`.
+    pub allowed_origins: Vec<String>,
 }
 
 impl Default for GatewayConfig {
@@ -79,6 +86,7 @@ impl Default for GatewayConfig {
             sse_poll: Duration::from_secs(2),
             temp_password_key: Vec::new(),
             allow_long_term_payments: true,
+            allowed_origins: Vec::new(),
         }
     }
 }
@@ -98,6 +106,8 @@ pub struct Gateway {
     pub callback_limiter: CallbackLimiter,
     /// Call-backs placed and not yet judged by the `confirm` script (shared with it).
     pub callbacks: Arc<PendingCallbacks>,
+    /// `/healthz`'s database ping, one at a time.
+    health: health::Probe,
     closing: watch::Sender<bool>,
 }
 
@@ -127,6 +137,7 @@ impl Gateway {
             callback_limiter: CallbackLimiter::new(&callback),
             callback,
             callbacks: Arc::new(PendingCallbacks::default()),
+            health: health::Probe::default(),
             closing: watch::channel(false).0,
         }
     }
@@ -180,7 +191,8 @@ pub fn router(state: Arc<Gateway>) -> Router {
         )
         .route("/v1/payments", post(payments::pay))
         .route("/v1/balance", get(payments::balance))
-        .route("/healthz", get(pages::healthz))
+        .route(OPENAPI_PATH, get(openapi::document))
+        .route("/healthz", get(health::healthz))
         .route("/metrics", get(pages::metrics))
         .route("/", get(pages::index))
         .route("/app.js", get(pages::app_js))
@@ -189,28 +201,23 @@ pub fn router(state: Arc<Gateway>) -> Router {
         .route("/payments", get(pages::payments))
         .route("/payments.js", get(pages::payments_js))
         .fallback(pages::not_found)
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            csrf::guard,
+        ))
         .layer(axum::middleware::map_response(pages::common_headers))
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
         .layer(TraceLayer::new_for_http())
         .with_state(state)
 }
 
-/// Serves `router` on `listener` until `shutdown` completes, then finishes the requests in
-/// progress (call [`Gateway::close`] in `shutdown` so SSE streams end too).
+/// Serves `router` on `listener` with the default [`HttpLimits`] until `shutdown`
+/// completes, then finishes the requests in progress (call [`Gateway::close`] in
+/// `shutdown` so SSE streams end too). `serve` itself uses [`serve_with`].
 pub async fn serve(
     listener: tokio::net::TcpListener,
     router: Router,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> io::Result<()> {
-    use axum::serve::ListenerExt;
-    // Without NODELAY the small SSE `verified` event sat ~40 ms in Nagle's buffer.
-    let listener = listener.tap_io(|stream| {
-        let _ = stream.set_nodelay(true);
-    });
-    axum::serve(
-        listener,
-        router.into_make_service_with_connect_info::<SocketAddr>(),
-    )
-    .with_graceful_shutdown(shutdown)
-    .await
+    serve_with(listener, router, HttpLimits::DEFAULT, shutdown).await
 }

@@ -1,19 +1,16 @@
-//! The web pages (written in `web/`, compiled in), health, metrics, and the headers every
+//! The web pages (written in `web/`, compiled in), metrics, and the headers every
 //! response carries.
 
 use std::sync::Arc;
 
 use axum::{
     extract::State,
-    http::{header, HeaderValue, StatusCode},
+    http::{header, HeaderValue},
     response::{IntoResponse, Response},
-    Json,
 };
-use serde_json::json;
-use tracing::warn;
 
 use super::{ApiError, Gateway};
-use crate::ami::{AmiClient, LinkState};
+use crate::ami::LinkState;
 
 const INDEX_HTML: &str = include_str!("web/index.html");
 const APP_JS: &str = include_str!("web/app.js");
@@ -60,46 +57,6 @@ pub async fn payments_js() -> Response {
 
 pub async fn not_found() -> ApiError {
     ApiError::not_found()
-}
-
-pub async fn healthz(State(gw): State<Arc<Gateway>>) -> Response {
-    let store = gw.store.clone();
-    let ping = tokio::task::spawn_blocking(move || store.ping())
-        .await
-        .map_err(|e| e.to_string())
-        .and_then(|r| r.map_err(|e| e.to_string()));
-    // The AMI link only matters for call-backs: it never makes the node unhealthy.
-    let ami = ami_json(&gw.ami);
-    match ping {
-        Ok(()) => Json(json!({ "status": "ok", "database": "ok", "ami": ami })).into_response(),
-        Err(e) => {
-            warn!(error = %e, "health check: database unreachable");
-            (
-                StatusCode::SERVICE_UNAVAILABLE,
-                Json(json!({ "status": "degraded", "database": e, "ami": ami })),
-            )
-                .into_response()
-        }
-    }
-}
-
-/// `"disabled"`, or `{state: "connected" | "reconnecting", since}` (+ the last error).
-fn ami_json(ami: &AmiClient) -> serde_json::Value {
-    let (state, since) = match ami.state() {
-        LinkState::Disabled => return json!("disabled"),
-        LinkState::Connected { since } => ("connected", since),
-        LinkState::Reconnecting { since } => ("reconnecting", since),
-    };
-    let mut body = json!({
-        "state": state,
-        "since": humantime::format_rfc3339_seconds(since).to_string(),
-    });
-    if state == "reconnecting" {
-        if let Some(e) = ami.last_error() {
-            body["error"] = json!(e.to_string());
-        }
-    }
-    body
 }
 
 pub async fn metrics(State(gw): State<Arc<Gateway>>) -> Response {

@@ -6,20 +6,24 @@
 //!   (`{username, password}`, or the session) list them;
 //! - `POST /v1/temp-passwords/{id}/pause|resume|revoke` (session or `{username, password}`);
 //! - `POST /v1/payments` pays (200 approved, 402 declined) with an optional
-//!   `Idempotency-Key` header;
+//!   `Idempotency-Key` header: the same credential, amount and currency get the first
+//!   answer again with `Idempotent-Replayed: true`, anything else 422;
 //! - `GET /v1/balance` (session).
 //!
 //! Wrong passwords count toward the gateway's limiter (per client address and per
 //! account, shared with the login) and a locked-out caller gets 429 before any Argon2id
 //! or HMAC work. Argon2id runs on blocking threads behind `argon_permits`. Store errors
 //! are 503 (fail closed). Passwords are never logged.
+//!
+//! Over 600 lines: the whole HTTP surface of temporary passwords and payments (owner
+//! resolution, time parsing, the handlers) reads best in one place.
 
-use std::{sync::Arc, time::UNIX_EPOCH};
+use std::sync::Arc;
 
 use axum::{
     body::Bytes,
     extract::{FromRequest, Path, Request, State},
-    http::{HeaderMap, StatusCode},
+    http::{HeaderMap, HeaderValue, StatusCode},
     response::{IntoResponse, Response},
     Json,
 };
@@ -29,7 +33,7 @@ use tokio::sync::OwnedSemaphorePermit;
 use tracing::info;
 
 use super::{
-    api::{bearer, blocking, cookie, rfc3339_ms, ClientIp, JsonBody},
+    api::{bearer, blocking, cookie, from_json_object, rfc3339_ms, ClientIp, JsonBody},
     ApiError, Gateway, MAX_BODY_BYTES, SESSION_COOKIE,
 };
 use crate::{
@@ -42,12 +46,15 @@ use crate::{
         },
     },
     store::now_ms,
+    time,
 };
 
 type Shared = State<Arc<Gateway>>;
 
 /// Header carrying the client's idempotency key of a payment.
 pub const IDEMPOTENCY_KEY_HEADER: &str = "idempotency-key";
+/// Response header marking a replayed answer (`true`), as Stripe does.
+pub const IDEMPOTENT_REPLAYED_HEADER: &str = "idempotent-replayed";
 
 // ---------------------------------------------------------------------------------------
 // Helpers
@@ -111,67 +118,19 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for OptionalJson<T> {
         if bytes.iter().all(u8::is_ascii_whitespace) {
             return Ok(OptionalJson(None));
         }
-        serde_json::from_slice(&bytes)
-            .map(|v| OptionalJson(Some(v)))
-            .map_err(|e| ApiError::bad_request(format!("the body is not the expected JSON: {e}")))
+        from_json_object(&bytes).map(|v| OptionalJson(Some(v)))
     }
 }
 
-/// Unix ms of an RFC 3339 time (`2026-12-01T08:00:00Z`, fractions allowed, `Z` or a
-/// `+08:00`-style offset). Pure; also used by the fuzz targets.
+/// Unix ms of the RFC 3339 time in body field `field` (`crate::time`), or 400 naming it.
+/// Pure; also used by the fuzz targets.
 pub fn parse_time(field: &str, text: &str) -> Result<i64, ApiError> {
-    let bad = || {
+    time::parse_rfc3339(text).map_err(|_| {
         ApiError::bad_request(format!(
             "{field} is not an RFC 3339 time like 2026-12-01T08:00:00Z"
         ))
-    };
-    let text = text.trim();
-    // A trailing offset `+HH:MM` / `-HH:MM` (humantime only knows `Z`). Split only on a
-    // char boundary (`a€€x` is 8 bytes).
-    let split = text
-        .len()
-        .checked_sub(6)
-        .filter(|&i| text.is_char_boundary(i))
-        .map(|i| text.split_at(i));
-    let (local, offset_secs) = match split {
-        Some((local, off))
-            if matches!(off.as_bytes()[0], b'+' | b'-')
-                && off.as_bytes()[3] == b':'
-                && off[1..3]
-                    .bytes()
-                    .chain(off[4..6].bytes())
-                    .all(|b| b.is_ascii_digit()) =>
-        {
-            let hours: i64 = off[1..3].parse().map_err(|_| bad())?;
-            let minutes: i64 = off[4..6].parse().map_err(|_| bad())?;
-            if hours > 23 || minutes > 59 {
-                return Err(bad());
-            }
-            let secs = hours * 3600 + minutes * 60;
-            (local, if off.starts_with('-') { -secs } else { secs })
-        }
-        _ => {
-            let local = text
-                .strip_suffix('Z')
-                .or_else(|| text.strip_suffix('z'))
-                .ok_or_else(bad)?;
-            (local, 0)
-        }
-    };
-    if !local.contains('T') && !local.contains('t') {
-        return Err(bad());
-    }
-    let t = humantime::parse_rfc3339_weak(local).map_err(|_| bad())?;
-    let ms = t.duration_since(UNIX_EPOCH).map_err(|_| bad())?.as_millis() as i64;
-    // `9999-12-31T23:00:00-23:00` is in year 10000, which RFC 3339 cannot print.
-    Some(ms - offset_secs * 1000)
-        .filter(|&ms| ms <= MAX_TIME_MS)
-        .ok_or_else(bad)
+    })
 }
-
-/// 9999-12-31T23:59:59.999Z, the last instant RFC 3339 (and [`rfc3339_ms`], which panics
-/// past it) can print.
-pub const MAX_TIME_MS: i64 = 253_402_300_799_999;
 
 fn opt_time(ms: Option<i64>) -> Value {
     ms.map_or(Value::Null, |ms| json!(rfc3339_ms(ms)))
@@ -321,13 +280,9 @@ pub fn issue_conditions(req: &IssueRequest, now: i64) -> Result<Conditions, ApiE
         }
         (Some(t), None) => Some(parse_time("valid_until", t)?),
         (None, Some(secs)) => {
-            let ms = secs
-                .checked_mul(1000)
-                .and_then(|ms| i64::try_from(ms).ok())
-                .and_then(|ms| now.checked_add(ms))
-                .filter(|&ms| ms <= MAX_TIME_MS)
+            let end = time::checked_end(now, std::time::Duration::from_secs(secs))
                 .ok_or_else(|| ApiError::bad_request("valid_for is too large"))?;
-            Some(ms)
+            Some(end)
         }
         (None, None) => None,
     };
@@ -549,8 +504,8 @@ pub async fn pay(
         payments::pay(&store, &request, &settings, now_ms())
     })
     .await?;
-    let outcome = match result {
-        Ok(outcome) => outcome,
+    let (outcome, replayed) = match result {
+        Ok(paid) => (paid.outcome, paid.replayed),
         Err(PayError::IdempotencyMismatch) => {
             return Err(
                 ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "idempotency_key_reused")
@@ -580,7 +535,13 @@ pub async fn pay(
         }
         PayOutcome::Declined { .. } => StatusCode::PAYMENT_REQUIRED,
     };
-    Ok((status, Json(outcome)).into_response())
+    let mut response = (status, Json(outcome)).into_response();
+    if replayed {
+        response
+            .headers_mut()
+            .insert(IDEMPOTENT_REPLAYED_HEADER, HeaderValue::from_static("true"));
+    }
+    Ok(response)
 }
 
 // ---------------------------------------------------------------------------------------
@@ -608,37 +569,6 @@ pub async fn balance(State(gw): Shared, headers: HeaderMap) -> Result<Response, 
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn times() {
-        assert_eq!(parse_time("t", "1970-01-01T00:00:01Z").unwrap(), 1000);
-        assert_eq!(parse_time("t", "1970-01-01T00:00:01.5Z").unwrap(), 1500);
-        assert_eq!(parse_time("t", "1970-01-01T08:00:00+08:00").unwrap(), 0);
-        assert_eq!(
-            parse_time("t", "1970-01-01T00:00:00-01:30").unwrap(),
-            5_400_000
-        );
-        for bad in [
-            "",
-            "tomorrow",
-            "1970-01-01",
-            "1970-01-01T00:00:00",
-            "1970-01-01T00:00:00+8",
-            // Found by fuzz/http_json: a split inside `€` panicked.
-            "a€€x",
-            "1970-01-01T00:00:00€00",
-            // Offsets are digits only (`+5` parsed as an hour).
-            "1970-01-01T00:00:00++5:00",
-            "1970-01-01T00:00:00+01:-1",
-            // Year 10000 (fuzz/http_json: printing it panicked).
-            "9999-12-31T23:00:00-23:00",
-        ] {
-            assert!(parse_time("t", bad).is_err(), "{bad:?} accepted");
-        }
-        let last = parse_time("t", "9999-12-31T23:59:59Z").unwrap();
-        assert_eq!(rfc3339_ms(last), "9999-12-31T23:59:59Z");
-        assert_eq!(rfc3339_ms(MAX_TIME_MS), "9999-12-31T23:59:59Z");
-    }
 
     /// Found by fuzz/http_json: a `valid_for` past year 9999 panicked when printed.
     #[test]

@@ -140,10 +140,13 @@ impl DatabaseUrl {
                 .map_err(|e| failed(e.to_string())),
             DatabaseUrl::Sqlite(path) => {
                 if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
-                    std::fs::create_dir_all(parent).map_err(|e| {
+                    create_private_dir(parent).map_err(|e| {
                         failed(format!("cannot create directory {}: {e}", parent.display()))
                     })?;
                 }
+                prepare_private_sqlite_files(path).map_err(|e| {
+                    failed(format!("cannot create or restrict {}: {e}", path.display()))
+                })?;
                 let mut conn = SqliteConnection::establish(&path.to_string_lossy())
                     .map_err(|e| failed(e.to_string()))?;
                 // busy_timeout first: switching to WAL itself needs the lock.
@@ -156,6 +159,73 @@ impl DatabaseUrl {
             }
         }
     }
+}
+
+/// Creates `dir` and its missing parents with mode 0700 (whatever the umask): the data
+/// directory holds password hashes, ID scans and photos. An existing directory is left
+/// as it is (it may be shared, like `/tmp`); a warning says when others can list it.
+pub fn create_private_dir(dir: &Path) -> std::io::Result<()> {
+    use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+    if !dir.exists() {
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(dir)?;
+        // The umask may have taken bits away; it cannot have added any.
+        let mode = std::fs::metadata(dir)?.permissions().mode() & 0o777;
+        if mode != 0o700 {
+            std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))?;
+        }
+    } else if let Ok(meta) = std::fs::metadata(dir) {
+        let mode = meta.permissions().mode() & 0o777;
+        if mode & 0o077 != 0 {
+            tracing::warn!(dir = %dir.display(), mode = format!("{mode:o}"),
+                "the database's directory is open to other users; consider chmod 700");
+        }
+    }
+    Ok(())
+}
+
+/// Creates the SQLite database file with mode 0600 before SQLite opens it, so the
+/// `-wal` and `-shm` files SQLite creates beside it get 0600 too (SQLite copies the
+/// database's mode). An existing database, `-wal` or `-shm` readable by others is
+/// tightened to 0600, with a warning.
+fn prepare_private_sqlite_files(path: &Path) -> std::io::Result<()> {
+    use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+    if path.as_os_str() == ":memory:" {
+        return Ok(());
+    }
+    let created = !path.exists();
+    if created {
+        std::fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .mode(0o600)
+            .open(path)?;
+    }
+    let mut files = vec![path.to_path_buf()];
+    for suffix in ["-wal", "-shm"] {
+        let mut name = path.as_os_str().to_owned();
+        name.push(suffix);
+        files.push(PathBuf::from(name));
+    }
+    for file in files {
+        let Ok(meta) = std::fs::metadata(&file) else {
+            continue;
+        };
+        let mode = meta.permissions().mode() & 0o777;
+        if !meta.is_file() || mode & 0o077 == 0 {
+            continue;
+        }
+        std::fs::set_permissions(&file, std::fs::Permissions::from_mode(mode & 0o700))?;
+        if !created {
+            tracing::warn!(file = %file.display(), was = format!("{mode:o}"),
+                now = format!("{:o}", mode & 0o700),
+                "database file was readable by other users; restricted it to its owner");
+        }
+    }
+    Ok(())
 }
 
 /// Hides the password of a URL for messages and logs.

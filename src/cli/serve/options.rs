@@ -22,7 +22,10 @@ use crate::{
         confirm::ConfirmConfig,
         verify::{Mode, Trunk, VerifyConfig},
     },
-    gateway::{callback::check_channel_template, CallbackSettings, GatewayConfig, RateLimit},
+    gateway::{
+        callback::check_channel_template, csrf::normalize_origin, CallbackSettings, GatewayConfig,
+        HttpLimits, RateLimit,
+    },
     phone::{self, E164},
 };
 
@@ -76,6 +79,51 @@ pub struct ServeOptions {
     #[arg(long, value_name = "DURATION", env = "DIALGATE_GRACE_PERIOD",
         default_value = HumanDuration(ServerConfig::DEFAULT.grace_period).to_string())]
     pub grace_period: Option<HumanDuration>,
+
+    /// HTTP: time from the first byte of a request to the end of its headers (slow
+    /// senders are cut off).
+    #[arg(long, value_name = "DURATION", env = "DIALGATE_HTTP_HEADER_TIMEOUT",
+        default_value = HumanDuration(HttpLimits::DEFAULT.header_timeout).to_string())]
+    pub http_header_timeout: Option<HumanDuration>,
+
+    /// HTTP: time from the end of the headers to the end of the body (408 after).
+    #[arg(long, value_name = "DURATION", env = "DIALGATE_HTTP_BODY_TIMEOUT",
+        default_value = HumanDuration(HttpLimits::DEFAULT.body_timeout).to_string())]
+    pub http_body_timeout: Option<HumanDuration>,
+
+    /// HTTP: how long a kept-alive connection may wait for its next request.
+    #[arg(long, value_name = "DURATION", env = "DIALGATE_HTTP_IDLE_TIMEOUT",
+        default_value = HumanDuration(HttpLimits::DEFAULT.idle_timeout).to_string())]
+    pub http_idle_timeout: Option<HumanDuration>,
+
+    /// HTTP: a request's budget, from its headers to its answer (503 after); the SSE
+    /// stream's body is not counted.
+    #[arg(long, value_name = "DURATION", env = "DIALGATE_HTTP_REQUEST_TIMEOUT",
+        default_value = HumanDuration(HttpLimits::DEFAULT.request_timeout).to_string())]
+    pub http_request_timeout: Option<HumanDuration>,
+
+    /// Most HTTP connections at once (never more than the open-file limit minus
+    /// --http-fd-reserve); further ones are closed at once.
+    #[arg(long, env = "DIALGATE_HTTP_MAX_CONNECTIONS",
+        value_parser = clap::value_parser!(u32).range(1..),
+        default_value = HttpLimits::DEFAULT.max_connections.to_string())]
+    pub http_max_connections: Option<u32>,
+
+    /// File descriptors HTTP connections leave to FastAGI, the database and the rest
+    /// (at most half the open-file limit).
+    #[arg(long, env = "DIALGATE_HTTP_FD_RESERVE",
+        default_value = HttpLimits::DEFAULT.fd_reserve.to_string())]
+    pub http_fd_reserve: Option<u32>,
+
+    /// An origin besides the page's own allowed to send cookie-authenticated POSTs
+    /// (repeatable), e.g. `https://app.example.com`.
+    #[arg(
+        long,
+        value_name = "ORIGIN",
+        env = "DIALGATE_HTTP_ALLOW_ORIGIN",
+        value_delimiter = ','
+    )]
+    pub http_allow_origin: Option<Vec<String>>,
 
     /// A number users call to verify (repeatable: a pool, so each pending login of one
     /// caller gets its own number).
@@ -215,6 +263,8 @@ pub struct ServeSettings {
     pub agi_listen: SocketAddr,
     pub http_listen: SocketAddr,
     pub agi: ServerConfig,
+    /// HTTP deadlines and connection cap (the cap before the open-file limit bounds it).
+    pub http: HttpLimits,
     pub verify: VerifyConfig,
     pub gateway: GatewayConfig,
     /// `None`: AMI disabled (no call-backs).
@@ -311,6 +361,56 @@ impl ServeSettings {
             allow,
             ..agi_defaults
         };
+        let http_defaults = HttpLimits::DEFAULT;
+        let deadline = |name: &str, value: Option<HumanDuration>, default: Duration| {
+            within(
+                name,
+                duration(value, default),
+                Duration::from_millis(100)..=Duration::from_secs(3600),
+            )
+        };
+        let http = HttpLimits {
+            header_timeout: deadline(
+                "http-header-timeout",
+                o.http_header_timeout,
+                http_defaults.header_timeout,
+            )?,
+            body_timeout: deadline(
+                "http-body-timeout",
+                o.http_body_timeout,
+                http_defaults.body_timeout,
+            )?,
+            idle_timeout: deadline(
+                "http-idle-timeout",
+                o.http_idle_timeout,
+                http_defaults.idle_timeout,
+            )?,
+            request_timeout: deadline(
+                "http-request-timeout",
+                o.http_request_timeout,
+                http_defaults.request_timeout,
+            )?,
+            max_connections: positive(
+                "http-max-connections",
+                o.http_max_connections,
+                http_defaults.max_connections as u32,
+            )? as usize,
+            fd_reserve: o
+                .http_fd_reserve
+                .map_or(http_defaults.fd_reserve, |n| n as usize),
+        };
+        let allowed_origins = o
+            .http_allow_origin
+            .unwrap_or_default()
+            .iter()
+            .map(|text| {
+                normalize_origin(text).ok_or_else(|| {
+                    user_error(format!(
+                        "--http-allow-origin {text:?} is not an origin (scheme://host[:port], e.g. https://app.example.com)"
+                    ))
+                })
+            })
+            .collect::<Result<Vec<_>, _>>()?;
         let dialin_numbers = o
             .dialin_number
             .unwrap_or_default()
@@ -396,6 +496,7 @@ impl ServeSettings {
             secure_cookies: !o.insecure_cookies,
             signal_key: o.signal_key.map(String::into_bytes),
             node_url,
+            allowed_origins,
             ..GatewayConfig::default()
         };
         let ami = match o.ami_address {
@@ -458,6 +559,7 @@ impl ServeSettings {
             agi_listen: o.agi_listen.unwrap_or(DEFAULT_AGI_LISTEN),
             http_listen: o.http_listen.unwrap_or(DEFAULT_HTTP_LISTEN),
             agi,
+            http,
             verify,
             gateway,
         })
