@@ -14,7 +14,7 @@ use std::{
 };
 
 use common::{
-    db::{on_both_backends, Backend, TestDb},
+    db::{mysql_via, on_both_backends, Backend, TestDb},
     free_port,
     gate::{enroll, events, exchange, exchange_with, login_reply, state, Gate, Login, PHONE, USER},
     http::{http, Reply},
@@ -503,32 +503,12 @@ impl Drop for DbProxy {
     }
 }
 
-/// `mysql://user@host:port/name` -> (`host:port`, the URL with `host:port` replaced).
-fn mysql_via(url: &str, proxy: SocketAddr) -> (SocketAddr, String) {
-    let rest = url.strip_prefix("mysql://").expect("a mysql:// URL");
-    let (authority, name) = rest.split_once('/').expect("a database name");
-    let (user, host) = match authority.rsplit_once('@') {
-        Some((user, host)) => (format!("{user}@"), host),
-        None => (String::new(), authority),
-    };
-    let host = if host.contains(':') {
-        host.to_string()
-    } else {
-        format!("{host}:3306")
-    };
-    let upstream = std::net::ToSocketAddrs::to_socket_addrs(&host)
-        .unwrap()
-        .next()
-        .unwrap();
-    (upstream, format!("mysql://{user}{proxy}/{name}"))
-}
-
 async fn scenario_database_stops(db: &TestDb) {
     assert_eq!(db.backend(), Backend::Mysql);
     enroll(db);
-    let (upstream, _) = mysql_via(&db.url(), "127.0.0.1:1".parse().unwrap());
+    let (upstream, _, _) = mysql_via(&db.url(), "127.0.0.1:1".parse().unwrap());
     let proxy = DbProxy::start(upstream).await;
-    let (_, via_proxy) = mysql_via(&db.url(), proxy.addr);
+    let (_, via_proxy, _) = mysql_via(&db.url(), proxy.addr);
     let gate = Gate::start(&via_proxy, &POOL, &[]);
 
     let health = gate.healthz().await;

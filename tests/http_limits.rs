@@ -13,7 +13,7 @@ use std::{
 };
 
 use common::{
-    db::TestDb,
+    db::{mysql_via, TestDb},
     http::{http, send},
     sse::SseReader,
     ServeProcess,
@@ -345,30 +345,6 @@ impl Drop for Proxy {
         self.set(Mode::Refuse);
         self.task.abort();
     }
-}
-
-/// `mysql://user@host:port/name` -> (`host:port`, the URL through `proxy`, the name).
-fn mysql_via(url: &str, proxy: SocketAddr) -> (SocketAddr, String, String) {
-    let rest = url.strip_prefix("mysql://").expect("a mysql:// URL");
-    let (authority, name) = rest.split_once('/').expect("a database name");
-    let (user, host) = match authority.rsplit_once('@') {
-        Some((user, host)) => (format!("{user}@"), host),
-        None => (String::new(), authority),
-    };
-    let host = if host.contains(':') {
-        host.to_string()
-    } else {
-        format!("{host}:3306")
-    };
-    let upstream = std::net::ToSocketAddrs::to_socket_addrs(&host)
-        .unwrap()
-        .next()
-        .unwrap();
-    (
-        upstream,
-        format!("mysql://{user}{proxy}/{name}"),
-        name.to_string(),
-    )
 }
 
 /// `/healthz` now: status, body text, how long it took.

@@ -370,3 +370,28 @@ impl Drop for TestDb {
         drop(self.dir.take());
     }
 }
+
+/// `mysql://user@host:port/name` -> (the server's address, the same URL through `proxy`,
+/// the database name): for tests that put a proxy between dialgate and MariaDB.
+pub fn mysql_via(url: &str, proxy: std::net::SocketAddr) -> (std::net::SocketAddr, String, String) {
+    let rest = url.strip_prefix("mysql://").expect("a mysql:// URL");
+    let (authority, name) = rest.split_once('/').expect("a database name");
+    let (user, host) = match authority.rsplit_once('@') {
+        Some((user, host)) => (format!("{user}@"), host),
+        None => (String::new(), authority),
+    };
+    let host = if host.contains(':') {
+        host.to_string()
+    } else {
+        format!("{host}:3306")
+    };
+    let upstream = std::net::ToSocketAddrs::to_socket_addrs(&host)
+        .unwrap()
+        .next()
+        .unwrap();
+    (
+        upstream,
+        format!("mysql://{user}{proxy}/{name}"),
+        name.to_string(),
+    )
+}
