@@ -1,7 +1,9 @@
 //! The HTTP side's deadlines, connection cap and `/healthz`, on the real binary over real
 //! TCP: a slow-loris header, idle kept-alive connections, a trickled body, connections
 //! beyond the cap (FastAGI still answers), a hung database (`/healthz` within a second,
-//! saying nothing about the database; the request budget; the SSE stream outlives it).
+//! saying nothing about the database; the request budget; the SSE stream outlives it;
+//! a FastAGI `verify` answers `error` within `--store-timeout`, and works again once the
+//! database is back).
 
 mod common;
 
@@ -490,4 +492,77 @@ async fn a_hung_database_healthz_in_a_second_the_budget_and_the_sse_stream() {
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     eprintln!("database back: /healthz 200 after {:?}", started.elapsed());
+}
+
+/// `dialgate simulate-call` from the enrolled phone: its stdout and how long it took.
+fn simulate_call(server: &ServeProcess) -> (String, Duration) {
+    let started = Instant::now();
+    let out = assert_cmd::Command::cargo_bin("dialgate")
+        .unwrap()
+        .args(["simulate-call", "--target", &server.addr.to_string()])
+        .args(["--from", PHONE, "--to", DIALIN])
+        .timeout(Duration::from_secs(30))
+        .output()
+        .unwrap();
+    (
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        started.elapsed(),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hung_database_verify_answers_error_within_the_store_timeout() {
+    let db = TestDb::mysql();
+    db.enroll(USER, PHONE, "Alice", PASSWORD);
+    let (upstream, _, _) = mysql_via(&db.url(), "127.0.0.1:1".parse().unwrap());
+    let proxy = Proxy::start(upstream).await;
+    let (_, via_proxy, _) = mysql_via(&db.url(), proxy.addr);
+    let args = [
+        "--database-url",
+        &via_proxy,
+        "--dialin-number",
+        DIALIN,
+        "--trusted-trunk",
+        "PJSIP/carrier",
+        "--store-timeout",
+        "1s",
+    ];
+    let server = tokio::task::block_in_place(|| ServeProcess::start(&args, None));
+    let base = format!("http://{}", server.http_addr());
+    let login = http(
+        Method::POST,
+        &format!("{base}/v1/login"),
+        &[("content-type", "application/json")],
+        &json!({ "username": USER, "password": PASSWORD }).to_string(),
+    )
+    .await;
+    assert_eq!(login.status, StatusCode::OK, "{:?}", login.body);
+
+    // The database hangs: the call is told `error` within the budget (1 s) + slack.
+    proxy.set(Mode::Hang);
+    let (stdout, took) = tokio::task::block_in_place(|| simulate_call(&server));
+    assert!(stdout.contains("DIALGATE_RESULT=error"), "{stdout}");
+    assert!(took < Duration::from_secs(4), "verify took {took:?}");
+    eprintln!("database hung: verify answered error in {took:?} (store timeout 1 s)");
+    server.wait_for_log("--store-timeout");
+
+    // The database answers again: a new call verifies the still pending login.
+    proxy.set(Mode::Forward);
+    let started = Instant::now();
+    loop {
+        let (stdout, _) = tokio::task::block_in_place(|| simulate_call(&server));
+        if stdout.contains("DIALGATE_RESULT=verified") {
+            break;
+        }
+        assert!(stdout.contains("DIALGATE_RESULT=error"), "{stdout}");
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "verify still failing after the database came back: {stdout}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    eprintln!(
+        "database back: verify verified after {:?}",
+        started.elapsed()
+    );
 }

@@ -10,6 +10,8 @@ use std::{
 
 use tracing::{info, warn};
 
+use super::verify::within;
+
 use crate::{
     agi::{server::RESULT_VARIABLE, AgiCall, CallError, Command, Script, ScriptFuture},
     auth::{
@@ -31,6 +33,8 @@ pub struct ConfirmConfig {
     pub digit_timeout_ms: u32,
     pub verified_prompt: String,
     pub refused_prompt: String,
+    /// Budget of each store step (`--store-timeout`), as for `verify`.
+    pub store_timeout: Duration,
 }
 
 impl ConfirmConfig {
@@ -45,6 +49,7 @@ impl Default for ConfirmConfig {
             digit_timeout_ms: 10_000,
             verified_prompt: "auth-thankyou".into(),
             refused_prompt: "vm-goodbye".into(),
+            store_timeout: super::verify::VerifyConfig::DEFAULT_STORE_TIMEOUT,
         }
     }
 }
@@ -132,20 +137,22 @@ impl Confirm {
         });
         info!(result = outcome.as_str(), challenge_id = ?facts.challenge_id,
             took_ms = started.elapsed().as_millis() as u64, "confirm call");
-        let audited = self
-            .store
-            .write(move |conn| -> Result<(), StoreError> {
+        // The caller has its outcome: hang up before a late audit write can hold it.
+        call.close().await;
+        let audited = within(
+            self.config.store_timeout,
+            self.store.write(move |conn| -> Result<(), StoreError> {
                 let detail = serde_json::to_value(&facts).unwrap_or_default();
                 Ok(audit::record(
                     conn,
                     audit::Event::new("callback_call", outcome.as_str()).detail(detail),
                 )?)
-            })
-            .await;
+            }),
+        )
+        .await;
         if let Err(e) = audited {
             warn!(error = %format!("{e:#}"), "could not write the confirm call's audit row");
         }
-        call.close().await;
         Ok(())
     }
 
@@ -164,20 +171,35 @@ impl Confirm {
         }
         let store = self.store.clone();
         let lookup = id.clone();
-        let Some(pending) = blocking(move || login::pending_by_id(&store, &lookup)).await?? else {
+        let budget = self.config.store_timeout;
+        let Some(pending) = within(budget, async move {
+            Ok::<_, anyhow::Error>(blocking(move || login::pending_by_id(&store, &lookup)).await??)
+        })
+        .await?
+        else {
             return Ok(Outcome::NoPending);
         };
         let pressed_one = self.pressed_one(call).await?;
         let store = self.store.clone();
         if pressed_one {
-            if !blocking(move || login::mark_verified(&store, &id)).await?? {
+            let changed = within(budget, async move {
+                Ok::<_, anyhow::Error>(blocking(move || login::mark_verified(&store, &id)).await??)
+            })
+            .await?;
+            if !changed {
                 return Ok(Outcome::NoPending);
             }
             self.signal
                 .challenge_changed(&pending.id, pending.node_url.as_deref());
             Ok(Outcome::Verified)
         } else {
-            if blocking(move || login::mark_failed(&store, &id, REFUSED_REASON)).await?? {
+            let changed = within(budget, async move {
+                Ok::<_, anyhow::Error>(
+                    blocking(move || login::mark_failed(&store, &id, REFUSED_REASON)).await??,
+                )
+            })
+            .await?;
+            if changed {
                 self.signal
                     .challenge_changed(&pending.id, pending.node_url.as_deref());
             }

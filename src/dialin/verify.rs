@@ -3,7 +3,10 @@
 //! number, optional keypad code, atomic PENDING -> VERIFIED; every path ends in a
 //! `DIALGATE_RESULT` and an audit row. Nothing is granted on an error.
 
-use std::{sync::Arc, time::Instant};
+use std::{
+    sync::Arc,
+    time::{Duration, Instant},
+};
 
 use tracing::{info, warn};
 
@@ -89,9 +92,15 @@ pub struct VerifyConfig {
     pub code_timeout_ms: u32,
     pub verified_prompt: String,
     pub refused_prompt: String,
+    /// Budget of each store step of a call (`--store-timeout`): past it the caller is told
+    /// `error` at once. The store job itself runs on to its commit or rollback.
+    pub store_timeout: Duration,
 }
 
 impl VerifyConfig {
+    /// The default `store_timeout`.
+    pub const DEFAULT_STORE_TIMEOUT: Duration = Duration::from_secs(3);
+
     pub fn new(login: LoginSettings, default_region: Region) -> VerifyConfig {
         VerifyConfig {
             trusted_trunks: Vec::new(),
@@ -102,6 +111,7 @@ impl VerifyConfig {
             code_timeout_ms: 10_000,
             verified_prompt: "auth-thankyou".into(),
             refused_prompt: "vm-goodbye".into(),
+            store_timeout: Self::DEFAULT_STORE_TIMEOUT,
         }
     }
 }
@@ -198,6 +208,26 @@ impl Script for Arc<Verify> {
     }
 }
 
+/// `work` (a store step of the call) within `budget`, else an error: the caller is told
+/// `error` (fail closed). The step itself is not cancelled: a blocking job or the SQLite
+/// writer's job runs on to its commit or rollback, and a late VERIFIED is the true state
+/// of the challenge (the caller did call from the enrolled phone), which the browser
+/// then reads on its next store poll; the verdict the call got stays `error`.
+pub(super) async fn within<T, E>(
+    budget: Duration,
+    work: impl std::future::Future<Output = Result<T, E>>,
+) -> anyhow::Result<T>
+where
+    E: Into<anyhow::Error>,
+{
+    match tokio::time::timeout(budget, work).await {
+        Ok(done) => done.map_err(Into::into),
+        Err(_) => Err(anyhow::anyhow!(
+            "the store did not answer within {budget:?} (--store-timeout)"
+        )),
+    }
+}
+
 /// The call's audit row.
 fn call_event(facts: &CallFacts, verdict: Verdict) -> audit::Event<'static> {
     audit::Event::new("call", verdict.as_str())
@@ -272,18 +302,20 @@ impl Verify {
                 "verify call"
             ),
         }
+        // The caller has its verdict: hang up before a late audit write can hold it.
+        call.close().await;
         if !audited {
-            let written = self
-                .store
-                .write(move |conn| -> Result<(), StoreError> {
+            let written = within(
+                self.config.store_timeout,
+                self.store.write(move |conn| -> Result<(), StoreError> {
                     Ok(audit::record(conn, call_event(&facts, verdict))?)
-                })
-                .await;
+                }),
+            )
+            .await;
             if let Err(e) = written {
                 warn!(error = %format!("{e:#}"), "could not write the call's audit row");
             }
         }
-        call.close().await;
         Ok(())
     }
 
@@ -361,23 +393,26 @@ impl Verify {
         facts.dialled = Some(dialled.to_string());
 
         let audit_facts = facts.clone();
-        let found = login::match_call(
-            &self.store,
-            &self.config.login,
-            caller,
-            dialled,
-            move |found| {
-                let (verdict, challenge_id) = match found {
-                    login::CallMatch::NeedsCode(_) => return None,
-                    login::CallMatch::NoPending => (Verdict::NoPending, None),
-                    login::CallMatch::Verified(p) => (Verdict::Verified, Some(p.id.clone())),
-                };
-                let facts = CallFacts {
-                    challenge_id,
-                    ..audit_facts
-                };
-                Some(call_event(&facts, verdict))
-            },
+        let found = within(
+            self.config.store_timeout,
+            login::match_call(
+                &self.store,
+                &self.config.login,
+                caller,
+                dialled,
+                move |found| {
+                    let (verdict, challenge_id) = match found {
+                        login::CallMatch::NeedsCode(_) => return None,
+                        login::CallMatch::NoPending => (Verdict::NoPending, None),
+                        login::CallMatch::Verified(p) => (Verdict::Verified, Some(p.id.clone())),
+                    };
+                    let facts = CallFacts {
+                        challenge_id,
+                        ..audit_facts
+                    };
+                    Some(call_event(&facts, verdict))
+                },
+            ),
         )
         .await?;
         let pending = match found {
@@ -409,9 +444,12 @@ impl Verify {
             (CodeEntry::NoInput, _) => Verdict::NoInput,
             (CodeEntry::Hangup, _) => Verdict::Hangup,
         };
-        let changed = login::settle_code(&self.store, pending.id.clone(), entry, move |changed| {
-            call_event(&audit_facts, verdict(changed))
-        })
+        let changed = within(
+            self.config.store_timeout,
+            login::settle_code(&self.store, pending.id.clone(), entry, move |changed| {
+                call_event(&audit_facts, verdict(changed))
+            }),
+        )
         .await?;
         let verdict = verdict(changed);
         if changed {

@@ -102,6 +102,12 @@ pub struct ServeOptions {
         default_value = HumanDuration(HttpLimits::DEFAULT.request_timeout).to_string())]
     pub http_request_timeout: Option<HumanDuration>,
 
+    /// Budget of each store step of a verify or confirm call: past it the call gets
+    /// `DIALGATE_RESULT error` at once and is closed (fail closed).
+    #[arg(long, value_name = "DURATION", env = "DIALGATE_STORE_TIMEOUT",
+        default_value = HumanDuration(VerifyConfig::DEFAULT_STORE_TIMEOUT).to_string())]
+    pub store_timeout: Option<HumanDuration>,
+
     /// Most HTTP connections at once (never more than the open-file limit minus
     /// --http-fd-reserve); further ones are closed at once.
     #[arg(long, env = "DIALGATE_HTTP_MAX_CONNECTIONS",
@@ -473,6 +479,11 @@ impl ServeSettings {
         let mut verify = VerifyConfig::new(login.clone(), config.default_region);
         verify.trusted_trunks = trusted_trunks;
         verify.mode = mode;
+        verify.store_timeout = within(
+            "store-timeout",
+            duration(o.store_timeout, VerifyConfig::DEFAULT_STORE_TIMEOUT),
+            Duration::from_millis(100)..=Duration::from_secs(60),
+        )?;
         let rate_defaults = RateLimit::DEFAULT;
         let login_rate = RateLimit {
             per_ip: positive(
@@ -550,6 +561,7 @@ impl ServeSettings {
                 o.callback_prompt,
                 ConfirmConfig::DEFAULT_PROMPT,
             )?,
+            store_timeout: verify.store_timeout,
             ..ConfirmConfig::default()
         };
         Ok(ServeSettings {
