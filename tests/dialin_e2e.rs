@@ -9,12 +9,11 @@ mod common;
 
 use std::{
     net::SocketAddr,
-    sync::Arc,
     time::{Duration, Instant},
 };
 
 use common::{
-    db::{mysql_via, on_both_backends, Backend, TestDb},
+    db::{on_both_backends, Backend, DbProxy, ProxyMode, TestDb},
     free_port,
     gate::{enroll, events, exchange, exchange_with, login_reply, state, Gate, Login, PHONE, USER},
     http::{http, Reply},
@@ -25,7 +24,6 @@ use dialgate::agi::sim::{
 };
 use hyper::{Method, StatusCode};
 use serde_json::json;
-use tokio::{net::TcpListener, sync::watch};
 
 on_both_backends! {
     async
@@ -449,74 +447,18 @@ async fn scenario_invalid_number(db: &TestDb) {
 // 10. MariaDB goes away mid-flow (through a TCP forwarder the test can cut)
 // ---------------------------------------------------------------------------------------
 
-/// A TCP forwarder to the database. `cut` closes every live connection and refuses new
-/// ones (accepted, then closed at once); `restore` forwards again.
-struct DbProxy {
-    addr: SocketAddr,
-    cut: Arc<watch::Sender<bool>>,
-    task: tokio::task::JoinHandle<()>,
-}
-
-impl DbProxy {
-    async fn start(upstream: SocketAddr) -> DbProxy {
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        let cut = Arc::new(watch::channel(false).0);
-        let state = cut.clone();
-        let task = tokio::spawn(async move {
-            loop {
-                let Ok((mut inbound, _)) = listener.accept().await else {
-                    continue;
-                };
-                if *state.borrow() {
-                    drop(inbound);
-                    continue;
-                }
-                let mut down = state.subscribe();
-                tokio::spawn(async move {
-                    let Ok(mut outbound) = tokio::net::TcpStream::connect(upstream).await else {
-                        return;
-                    };
-                    tokio::select! {
-                        _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound) => {}
-                        _ = down.wait_for(|cut| *cut) => {}
-                    }
-                });
-            }
-        });
-        DbProxy { addr, cut, task }
-    }
-
-    fn cut(&self) {
-        self.cut.send_replace(true);
-    }
-
-    fn restore(&self) {
-        self.cut.send_replace(false);
-    }
-}
-
-impl Drop for DbProxy {
-    fn drop(&mut self) {
-        self.cut();
-        self.task.abort();
-    }
-}
-
 async fn scenario_database_stops(db: &TestDb) {
     assert_eq!(db.backend(), Backend::Mysql);
     enroll(db);
-    let (upstream, _, _) = mysql_via(&db.url(), "127.0.0.1:1".parse().unwrap());
-    let proxy = DbProxy::start(upstream).await;
-    let (_, via_proxy, _) = mysql_via(&db.url(), proxy.addr);
-    let gate = Gate::start(&via_proxy, &POOL, &[]);
+    let proxy = DbProxy::to(db).await;
+    let gate = Gate::start(&proxy.url, &POOL, &[]);
 
     let health = gate.healthz().await;
     assert_eq!(health.status, StatusCode::OK);
     let login = login(&gate).await;
     let spec = call_from(Some(PHONE), &login.dial_number);
 
-    proxy.cut();
+    proxy.set(ProxyMode::Refuse);
     let started = Instant::now();
     let mut result_after = None;
     let outcome = place_call_observed(gate.agi, &spec, Duration::from_secs(30), |dir, line| {
@@ -559,7 +501,7 @@ async fn scenario_database_stops(db: &TestDb) {
          {call_took:?}, /healthz 503 in {health_took:?}, login 503 in {login_took:?}"
     );
 
-    proxy.restore();
+    proxy.set(ProxyMode::Forward);
     let started = Instant::now();
     let outcome = dial(gate.agi, &spec).await;
     assert_eq!(

@@ -9,20 +9,18 @@ mod common;
 
 use std::{
     io::{ErrorKind, Read, Write},
-    net::{SocketAddr, TcpStream},
-    sync::Arc,
+    net::TcpStream,
     time::{Duration, Instant},
 };
 
 use common::{
-    db::{mysql_via, TestDb},
+    db::{DbProxy, ProxyMode, TestDb},
     http::{http, send},
     sse::SseReader,
     ServeProcess,
 };
 use hyper::{Method, StatusCode};
 use serde_json::json;
-use tokio::{net::TcpListener, sync::watch};
 
 /// Whether the server has closed `stream` (EOF or reset), reading what it sends.
 fn closed(stream: &mut TcpStream) -> bool {
@@ -289,66 +287,6 @@ const PASSWORD: &str = "correct horse battery";
 const PHONE: &str = "+8613800138000";
 const DIALIN: &str = "+861055550100";
 
-/// A TCP proxy to MariaDB that can stop forwarding (the database hangs: sockets stay
-/// open, nothing comes back) or close everything (the database is gone).
-struct Proxy {
-    addr: SocketAddr,
-    mode: Arc<watch::Sender<Mode>>,
-    task: tokio::task::JoinHandle<()>,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Mode {
-    Forward,
-    Hang,
-    Refuse,
-}
-
-impl Proxy {
-    async fn start(upstream: SocketAddr) -> Proxy {
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        let mode = Arc::new(watch::channel(Mode::Forward).0);
-        let state = mode.clone();
-        let task = tokio::spawn(async move {
-            loop {
-                let Ok((mut inbound, _)) = listener.accept().await else {
-                    continue;
-                };
-                let mut mode = state.subscribe();
-                tokio::spawn(async move {
-                    if *mode.borrow() == Mode::Refuse {
-                        return;
-                    }
-                    let Ok(mut outbound) = tokio::net::TcpStream::connect(upstream).await else {
-                        return;
-                    };
-                    if *mode.borrow() == Mode::Forward {
-                        tokio::select! {
-                            _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound) => {}
-                            _ = mode.wait_for(|m| *m != Mode::Forward) => {}
-                        }
-                    }
-                    // Hang: hold both ends, forward nothing, until refused.
-                    let _ = mode.wait_for(|m| *m == Mode::Refuse).await;
-                });
-            }
-        });
-        Proxy { addr, mode, task }
-    }
-
-    fn set(&self, mode: Mode) {
-        self.mode.send_replace(mode);
-    }
-}
-
-impl Drop for Proxy {
-    fn drop(&mut self) {
-        self.set(Mode::Refuse);
-        self.task.abort();
-    }
-}
-
 /// `/healthz` now: status, body text, how long it took.
 async fn healthz(base: &str) -> (StatusCode, String, Duration) {
     let started = Instant::now();
@@ -361,30 +299,26 @@ async fn healthz(base: &str) -> (StatusCode, String, Duration) {
     )
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_hung_database_healthz_in_a_second_the_budget_and_the_sse_stream() {
-    let db = TestDb::mysql();
+/// MariaDB behind a [`DbProxy`], one enrolled user, and `dialgate serve` on it with
+/// `extra` flags; returns the server and its base URL.
+fn serve_behind_proxy(db: &TestDb, proxy: &DbProxy, extra: &[&str]) -> (ServeProcess, String) {
     db.enroll(USER, PHONE, "Alice", PASSWORD);
-    let (upstream, _, _) = mysql_via(&db.url(), "127.0.0.1:1".parse().unwrap());
-    let proxy = Proxy::start(upstream).await;
-    let (_, via_proxy, name) = mysql_via(&db.url(), proxy.addr);
-    let args = [
+    let mut args = vec![
         "--database-url",
-        &via_proxy,
+        &proxy.url,
         "--dialin-number",
         DIALIN,
         "--trusted-trunk",
         "PJSIP/carrier",
-        "--http-request-timeout",
-        "2s",
     ];
+    args.extend_from_slice(extra);
     let server = tokio::task::block_in_place(|| ServeProcess::start(&args, None));
     let base = format!("http://{}", server.http_addr());
+    (server, base)
+}
 
-    let (status, body, _) = healthz(&base).await;
-    assert_eq!(status, StatusCode::OK, "{body}");
-
-    // The SSE stream is not cut by the 2 s budget: it waits, then reports the call.
+/// Starts a login for the enrolled user: its challenge id and the `Bearer` secret.
+async fn start_login(base: &str) -> (String, String) {
     let login = http(
         Method::POST,
         &format!("{base}/v1/login"),
@@ -394,8 +328,24 @@ async fn a_hung_database_healthz_in_a_second_the_budget_and_the_sse_stream() {
     .await;
     assert_eq!(login.status, StatusCode::OK, "{:?}", login.body);
     let login = login.json();
-    let id = login["challenge_id"].as_str().unwrap();
-    let bearer = format!("Bearer {}", login["secret"].as_str().unwrap());
+    (
+        login["challenge_id"].as_str().unwrap().to_string(),
+        format!("Bearer {}", login["secret"].as_str().unwrap()),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hung_database_healthz_in_a_second_the_budget_and_the_sse_stream() {
+    let db = TestDb::mysql();
+    let proxy = DbProxy::to(&db).await;
+    let name = db.mysql_name().unwrap().to_string();
+    let (server, base) = serve_behind_proxy(&db, &proxy, &["--http-request-timeout", "2s"]);
+
+    let (status, body, _) = healthz(&base).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+
+    // The SSE stream is not cut by the 2 s budget: it waits, then reports the call.
+    let (id, bearer) = start_login(&base).await;
     let stream = send(
         Method::GET,
         &format!("{base}/v1/login/{id}/events"),
@@ -423,7 +373,7 @@ async fn a_hung_database_healthz_in_a_second_the_budget_and_the_sse_stream() {
     assert_eq!(verified["state"], "verified");
 
     // The database hangs: /healthz says unavailable within a second, and nothing else.
-    proxy.set(Mode::Hang);
+    proxy.set(ProxyMode::Hang);
     for _ in 0..3 {
         let (status, body, took) = healthz(&base).await;
         assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{body}");
@@ -458,7 +408,7 @@ async fn a_hung_database_healthz_in_a_second_the_budget_and_the_sse_stream() {
     eprintln!("database hung: a store request answered 503 timeout in {took:?} (budget 2 s)");
 
     // The database is gone: the answer still names nothing; the log has the detail.
-    proxy.set(Mode::Refuse);
+    proxy.set(ProxyMode::Refuse);
     let port = proxy.addr.port().to_string();
     let mut last = String::new();
     for _ in 0..3 {
@@ -478,7 +428,7 @@ async fn a_hung_database_healthz_in_a_second_the_budget_and_the_sse_stream() {
 
     // The database is back: so is /healthz (a ping started during the outage does not
     // hold the answer).
-    proxy.set(Mode::Forward);
+    proxy.set(ProxyMode::Forward);
     let started = Instant::now();
     loop {
         let (status, body, _) = healthz(&base).await;
@@ -513,33 +463,12 @@ fn simulate_call(server: &ServeProcess) -> (String, Duration) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_hung_database_verify_answers_error_within_the_store_timeout() {
     let db = TestDb::mysql();
-    db.enroll(USER, PHONE, "Alice", PASSWORD);
-    let (upstream, _, _) = mysql_via(&db.url(), "127.0.0.1:1".parse().unwrap());
-    let proxy = Proxy::start(upstream).await;
-    let (_, via_proxy, _) = mysql_via(&db.url(), proxy.addr);
-    let args = [
-        "--database-url",
-        &via_proxy,
-        "--dialin-number",
-        DIALIN,
-        "--trusted-trunk",
-        "PJSIP/carrier",
-        "--store-timeout",
-        "1s",
-    ];
-    let server = tokio::task::block_in_place(|| ServeProcess::start(&args, None));
-    let base = format!("http://{}", server.http_addr());
-    let login = http(
-        Method::POST,
-        &format!("{base}/v1/login"),
-        &[("content-type", "application/json")],
-        &json!({ "username": USER, "password": PASSWORD }).to_string(),
-    )
-    .await;
-    assert_eq!(login.status, StatusCode::OK, "{:?}", login.body);
+    let proxy = DbProxy::to(&db).await;
+    let (server, base) = serve_behind_proxy(&db, &proxy, &["--store-timeout", "1s"]);
+    start_login(&base).await;
 
     // The database hangs: the call is told `error` within the budget (1 s) + slack.
-    proxy.set(Mode::Hang);
+    proxy.set(ProxyMode::Hang);
     let (stdout, took) = tokio::task::block_in_place(|| simulate_call(&server));
     assert!(stdout.contains("DIALGATE_RESULT=error"), "{stdout}");
     assert!(took < Duration::from_secs(4), "verify took {took:?}");
@@ -547,7 +476,7 @@ async fn a_hung_database_verify_answers_error_within_the_store_timeout() {
     server.wait_for_log("--store-timeout");
 
     // The database answers again: a new call verifies the still pending login.
-    proxy.set(Mode::Forward);
+    proxy.set(ProxyMode::Forward);
     let started = Instant::now();
     loop {
         let (stdout, _) = tokio::task::block_in_place(|| simulate_call(&server));

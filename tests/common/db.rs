@@ -161,6 +161,11 @@ impl TestDb {
         self.url.clone()
     }
 
+    /// The MariaDB database's name (`None` on SQLite).
+    pub fn mysql_name(&self) -> Option<&str> {
+        self.mysql.as_ref().map(|(_, name)| name.as_str())
+    }
+
     /// A new temporary directory for a test's own files (CSV, config, documents).
     pub fn scratch_dir(&self) -> tempfile::TempDir {
         tempfile::Builder::new()
@@ -371,27 +376,88 @@ impl Drop for TestDb {
     }
 }
 
-/// `mysql://user@host:port/name` -> (the server's address, the same URL through `proxy`,
-/// the database name): for tests that put a proxy between dialgate and MariaDB.
-pub fn mysql_via(url: &str, proxy: std::net::SocketAddr) -> (std::net::SocketAddr, String, String) {
-    let rest = url.strip_prefix("mysql://").expect("a mysql:// URL");
-    let (authority, name) = rest.split_once('/').expect("a database name");
-    let (user, host) = match authority.rsplit_once('@') {
-        Some((user, host)) => (format!("{user}@"), host),
-        None => (String::new(), authority),
-    };
-    let host = if host.contains(':') {
-        host.to_string()
-    } else {
-        format!("{host}:3306")
-    };
-    let upstream = std::net::ToSocketAddrs::to_socket_addrs(&host)
-        .unwrap()
-        .next()
-        .unwrap();
-    (
-        upstream,
-        format!("mysql://{user}{proxy}/{name}"),
-        name.to_string(),
-    )
+/// How a [`DbProxy`] treats the connections through it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ProxyMode {
+    Forward,
+    /// The database hangs: sockets stay open, nothing comes back.
+    Hang,
+    /// The database is gone: live connections close, new ones are closed at once.
+    Refuse,
+}
+
+/// A TCP proxy between dialgate and this test's MariaDB database.
+pub struct DbProxy {
+    pub addr: std::net::SocketAddr,
+    /// The database's URL through the proxy.
+    pub url: String,
+    mode: std::sync::Arc<tokio::sync::watch::Sender<ProxyMode>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl DbProxy {
+    /// A proxy to `db`'s server, forwarding.
+    pub async fn to(db: &TestDb) -> DbProxy {
+        let url = db.url();
+        let rest = url.strip_prefix("mysql://").expect("a mysql:// URL");
+        let (authority, name) = rest.split_once('/').expect("a database name");
+        let (user, host) = match authority.rsplit_once('@') {
+            Some((user, host)) => (format!("{user}@"), host),
+            None => (String::new(), authority),
+        };
+        let host = match host.contains(':') {
+            true => host.to_string(),
+            false => format!("{host}:3306"),
+        };
+        let upstream = tokio::net::lookup_host(&host)
+            .await
+            .unwrap()
+            .next()
+            .unwrap();
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let mode = std::sync::Arc::new(tokio::sync::watch::channel(ProxyMode::Forward).0);
+        let state = mode.clone();
+        let task = tokio::spawn(async move {
+            loop {
+                let Ok((mut inbound, _)) = listener.accept().await else {
+                    continue;
+                };
+                let mut mode = state.subscribe();
+                tokio::spawn(async move {
+                    if *mode.borrow() == ProxyMode::Refuse {
+                        return;
+                    }
+                    let Ok(mut outbound) = tokio::net::TcpStream::connect(upstream).await else {
+                        return;
+                    };
+                    if *mode.borrow() == ProxyMode::Forward {
+                        tokio::select! {
+                            _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound) => {}
+                            _ = mode.wait_for(|m| *m != ProxyMode::Forward) => {}
+                        }
+                    }
+                    // Hang: hold both ends, forward nothing, until refused.
+                    let _ = mode.wait_for(|m| *m == ProxyMode::Refuse).await;
+                });
+            }
+        });
+        DbProxy {
+            addr,
+            url: format!("mysql://{user}{addr}/{name}"),
+            mode,
+            task,
+        }
+    }
+
+    pub fn set(&self, mode: ProxyMode) {
+        self.mode.send_replace(mode);
+    }
+}
+
+impl Drop for DbProxy {
+    fn drop(&mut self) {
+        self.set(ProxyMode::Refuse);
+        self.task.abort();
+    }
 }
