@@ -83,6 +83,23 @@ impl PendingChallenge {
 /// id, account, code hash, node, attempts, username.
 type PendingRow = (String, i64, Option<String>, Option<String>, i32, String);
 
+/// The columns a [`PendingRow`] is read from (challenges joined with their account).
+const PENDING_COLUMNS: (
+    login_challenges::id,
+    login_challenges::account_id,
+    login_challenges::code_hash,
+    login_challenges::node_url,
+    login_challenges::attempts,
+    accounts::username,
+) = (
+    login_challenges::id,
+    login_challenges::account_id,
+    login_challenges::code_hash,
+    login_challenges::node_url,
+    login_challenges::attempts,
+    accounts::username,
+);
+
 /// What a call to a dial-in number found, decided in one transaction.
 #[derive(Debug)]
 pub enum CallMatch {
@@ -125,14 +142,7 @@ pub async fn match_call(
                 .filter(login_challenges::expires_at.gt(now))
                 .filter(accounts::status.eq(AccountStatus::Active))
                 .order(login_challenges::created_at.desc())
-                .select((
-                    login_challenges::id,
-                    login_challenges::account_id,
-                    login_challenges::code_hash,
-                    login_challenges::node_url,
-                    login_challenges::attempts,
-                    accounts::username,
-                ))
+                .select(PENDING_COLUMNS)
                 .first(conn)
                 .optional()?;
             let found = match row {
@@ -386,14 +396,7 @@ pub fn pending_by_id(
         .filter(login_challenges::status.eq(LoginStatus::Pending))
         .filter(login_challenges::expires_at.gt(now))
         .filter(accounts::status.eq(AccountStatus::Active))
-        .select((
-            login_challenges::id,
-            login_challenges::account_id,
-            login_challenges::code_hash,
-            login_challenges::node_url,
-            login_challenges::attempts,
-            accounts::username,
-        ))
+        .select(PENDING_COLUMNS)
         .first(&mut *store.conn()?)
         .optional()?;
     Ok(row.map(
