@@ -386,9 +386,15 @@ pub fn normalize(text: &str, default_region: Region) -> Result<E164, PhoneError>
 
 /// For logs and the web page: `•••• 8000` (only the last four digits shown).
 pub fn mask(e164: &E164) -> String {
-    let d = e164.digits();
-    let tail = &d[d.len().saturating_sub(4)..];
-    format!("•••• {tail}")
+    mask_text(e164.digits())
+}
+
+/// [`mask`] for caller-ID text that is not (yet) a valid number: its last four
+/// characters only.
+pub fn mask_text(text: &str) -> String {
+    let text = text.trim();
+    let tail_at = text.char_indices().rev().nth(3).map_or(0, |(i, _)| i);
+    format!("•••• {}", &text[tail_at..])
 }
 
 // ---------------------------------------------------------------------------------------
@@ -556,6 +562,8 @@ mod tests {
     fn mask_shows_last_four() {
         let n = normalize("+86 138 0013 8000", Region::CN).unwrap();
         assert_eq!(mask(&n), "•••• 8000");
+        assert_eq!(mask_text(" 12€45 "), "•••• 2€45");
+        assert_eq!(mask_text("12"), "•••• 12");
         assert_eq!(n.as_str(), MOBILE);
         assert_eq!(n.digits(), "8613800138000");
     }

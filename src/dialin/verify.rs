@@ -193,14 +193,6 @@ impl InvalidNumber {
     }
 }
 
-/// A number's text for the log, as `phone::mask` shows numbers: the last four
-/// characters only.
-fn mask_text(text: &str) -> String {
-    let chars: Vec<char> = text.trim().chars().collect();
-    let tail: String = chars[chars.len().saturating_sub(4)..].iter().collect();
-    format!("•••• {tail}")
-}
-
 impl Script for Arc<Verify> {
     fn run(&self, call: AgiCall) -> ScriptFuture {
         let verify = self.clone();
@@ -293,12 +285,12 @@ impl Verify {
                 result = verdict.as_str(),
                 field = invalid.field,
                 source = invalid.source,
-                number = %mask_text(&invalid.text),
+                number = %phone::mask_text(&invalid.text),
                 "verify call"
             ),
             None => info!(
                 result = verdict.as_str(),
-                caller = facts.caller.as_deref().map(mask_text),
+                caller = facts.caller.as_deref().map(phone::mask_text),
                 "verify call"
             ),
         }
