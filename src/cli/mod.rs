@@ -176,9 +176,18 @@ pub async fn run(cli: Cli) -> Result<(), Failure> {
         Command::Balance(args) => Box::new(move || balance::run(&global, args)),
         Command::Pay(args) => Box::new(move || pay::run(&global, args)),
     };
+    off_runtime("command failed", work).await
+}
+
+/// Runs a command's blocking work (database, Argon2id) on tokio's blocking pool; a panic
+/// there is a system failure, reported as `{what}: ...`.
+pub(crate) async fn off_runtime<T: Send + 'static>(
+    what: &'static str,
+    work: impl FnOnce() -> Result<T, Failure> + Send + 'static,
+) -> Result<T, Failure> {
     crate::rt::blocking(work)
         .await
-        .unwrap_or_else(|e| Err(Failure::System(anyhow::anyhow!("command failed: {e}"))))
+        .unwrap_or_else(|e| Err(Failure::System(anyhow::anyhow!("{what}: {e}"))))
 }
 
 /// Reads a password: one line from stdin with --password-stdin, else twice from the

@@ -33,14 +33,11 @@ pub async fn run(global: &GlobalArgs, given: Given<ServeOptions>) -> Result<(), 
 pub async fn open_store(global: &GlobalArgs, config: &Config) -> Result<Store, Failure> {
     // Before accepting anything, so a bad database URL stops the start instead of
     // failing calls later.
-    let open = {
+    let store = {
         let global = global.clone();
         let config = config.clone();
-        tokio::task::spawn_blocking(move || global.open_store(&config))
+        super::off_runtime("opening the database", move || global.open_store(&config)).await?
     };
-    let store = open
-        .await
-        .map_err(|e| Failure::System(anyhow::anyhow!("opening the database panicked: {e}")))??;
     info!(database = %store.url(), "database ready");
     Ok(store)
 }

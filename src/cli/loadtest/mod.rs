@@ -75,15 +75,11 @@ pub async fn run(global: &GlobalArgs, args: LoadtestArgs) -> Result<(), Failure>
         LoadtestCommand::Payments(args) => payments::run(global, args).await,
         LoadtestCommand::Argon2(args) => {
             let global = global.clone();
-            tokio::task::spawn_blocking(move || argon2::run(global, args))
-                .await
-                .unwrap_or_else(|e| Err(Failure::System(anyhow!("argon2 panicked: {e}"))))
+            super::off_runtime("argon2", move || argon2::run(global, args)).await
         }
         LoadtestCommand::PrepareChallenges(args) => {
             let global = global.clone();
-            tokio::task::spawn_blocking(move || prepare::run(&global, args))
-                .await
-                .unwrap_or_else(|e| Err(Failure::System(anyhow!("preparing panicked: {e}"))))
+            super::off_runtime("preparing", move || prepare::run(&global, args)).await
         }
     }
 }
