@@ -3,25 +3,22 @@
 
 mod common;
 
-use std::{
-    net::SocketAddr,
-    sync::Arc,
-    time::{Duration, Instant},
-};
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use common::http::{fetch, Reply};
+use common::{
+    http::{fetch, Reply},
+    node::Node,
+};
 use dialgate::{
     auth::{
         accounts::{enroll, Enrollment},
-        login::{self, LoginSettings},
+        login::{self},
         signal::ChallengeSignal,
     },
     cli::enroll::rules,
     config::{Config, GlobalOptions},
-    gateway::{self, sign, Gateway, GatewayConfig, Hub, RateLimit},
-    metrics::Metrics,
-    phone::{normalize, Region},
+    gateway::{sign, GatewayConfig, RateLimit},
     store::{DatabaseUrl, OpenOptions, Store},
 };
 use hyper::{
@@ -30,7 +27,6 @@ use hyper::{
     Method, Response, StatusCode,
 };
 use serde_json::json;
-use tokio::sync::oneshot;
 
 const USER: &str = "alice";
 const PASSWORD: &str = "correct horse battery";
@@ -68,62 +64,9 @@ fn db() -> Db {
     }
 }
 
-fn settings() -> LoginSettings {
-    LoginSettings {
-        dialin_numbers: vec![normalize("+861055550100", Region::default()).unwrap()],
-        ..LoginSettings::default()
-    }
-}
-
-/// A gateway serving on a loopback port until dropped.
-struct Node {
-    url: String,
-    hub: Arc<Hub>,
-    gateway: Arc<Gateway>,
-    stop: Option<oneshot::Sender<()>>,
-}
-
-impl Drop for Node {
-    fn drop(&mut self) {
-        if let Some(stop) = self.stop.take() {
-            let _ = stop.send(());
-        }
-    }
-}
-
+/// A gateway serving `store` until dropped (tests/common/node.rs).
 async fn start(store: Store, configure: impl FnOnce(&mut GatewayConfig)) -> Node {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr: SocketAddr = listener.local_addr().unwrap();
-    let url = format!("http://{addr}");
-    let mut config = GatewayConfig {
-        login: settings(),
-        node_url: Some(url.clone()),
-        ..GatewayConfig::default()
-    };
-    configure(&mut config);
-    let hub = Arc::new(Hub::new(config.node_url.clone(), config.signal_key.clone()));
-    let gw = Arc::new(Gateway::new(
-        store,
-        config,
-        hub.clone(),
-        Arc::new(Metrics::default()),
-    ));
-    let (stop, stopped) = oneshot::channel::<()>();
-    let closing = gw.clone();
-    tokio::spawn(gateway::serve(
-        listener,
-        gateway::router(gw.clone()),
-        async move {
-            let _ = stopped.await;
-            closing.close();
-        },
-    ));
-    Node {
-        url,
-        hub,
-        gateway: gw,
-        stop: Some(stop),
-    }
+    Node::start(store, configure).await
 }
 
 async fn send(
@@ -380,12 +323,12 @@ async fn verified_login_becomes_a_session_once() {
 
     let started = Instant::now();
     verify(&db.store, &id).await;
-    node.hub.challenge_changed(&id, None);
+    node.gateway.hub.challenge_changed(&id, None);
     let verified = sse.event("verified", Duration::from_secs(1)).await;
     assert!(started.elapsed() < Duration::from_secs(1));
     assert_eq!(verified["state"], "verified");
     assert!(sse.ends(Duration::from_secs(1)).await, "the stream ends");
-    assert_eq!(node.hub.waiting(), 0);
+    assert_eq!(node.gateway.hub.waiting(), 0);
 
     // The browser path: the challenge cookie.
     let cookie = format!("dialgate_challenge={secret}");
@@ -585,7 +528,7 @@ async fn signed_signal_wakes_the_node_holding_the_browser() {
     sse.event("pending", Duration::from_secs(1)).await;
     let started = Instant::now();
     verify(&store_b, &id).await;
-    b.hub.challenge_changed(&id, Some(&a.url));
+    b.gateway.hub.challenge_changed(&id, Some(&a.url));
     sse.event("verified", Duration::from_secs(1)).await;
     assert!(started.elapsed() < Duration::from_secs(1));
     assert!(b.gateway.hub.waiting() == 0);

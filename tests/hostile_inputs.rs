@@ -7,25 +7,18 @@
 mod common;
 
 use std::{
-    net::SocketAddr,
     os::unix::fs::PermissionsExt,
     path::{Path, PathBuf},
     process::Output,
-    sync::Arc,
     time::{Duration, Instant},
 };
 
 use common::{
     db::{bare_cmd, expect, on_both_backends, stderr, stdout, DataDir, TestDb},
     http::fetch,
+    node::Node,
 };
-use dialgate::{
-    auth::login::LoginSettings,
-    gateway::{self, Gateway, GatewayConfig, Hub},
-    metrics::Metrics,
-    phone::{normalize, Region},
-    store::{DatabaseUrl, OpenOptions, Store},
-};
+use dialgate::store::{DatabaseUrl, OpenOptions, Store};
 use hyper::{Method, StatusCode};
 use serde_json::{json, Value};
 
@@ -297,41 +290,18 @@ fn text_fields_refuse_bidi_overrides_on_the_cli() {
     refused(&out, "the note must be at most 255 characters");
 }
 
-/// A gateway on a fresh SQLite data directory with `alice`; the URL and a stop handle.
-async fn gateway_with_alice() -> (String, tokio::sync::oneshot::Sender<()>, DataDir) {
+/// A gateway on a fresh SQLite data directory with `alice`.
+async fn gateway_with_alice() -> (Node, DataDir) {
     let db = DataDir::open(&OpenOptions::default());
     db.enroll("alice", PASSWORD, "Alice", "+8613800138000");
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr: SocketAddr = listener.local_addr().unwrap();
-    let url = format!("http://{addr}");
-    let config = GatewayConfig {
-        login: LoginSettings {
-            dialin_numbers: vec![normalize("+861055550100", Region::default()).unwrap()],
-            ..LoginSettings::default()
-        },
-        node_url: Some(url.clone()),
-        temp_password_key: vec![9; 32],
-        ..GatewayConfig::default()
-    };
-    let hub = Arc::new(Hub::new(config.node_url.clone(), config.signal_key.clone()));
-    let gw = Arc::new(Gateway::new(
-        db.store.clone(),
-        config,
-        hub,
-        Arc::new(Metrics::default()),
-    ));
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let closing = gw.clone();
-    tokio::spawn(gateway::serve(listener, gateway::router(gw), async move {
-        let _ = stopped.await;
-        closing.close();
-    }));
-    (url, stop, db)
+    let node = Node::start(db.store.clone(), |c| c.temp_password_key = vec![9; 32]).await;
+    (node, db)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn temp_password_label_with_a_bidi_override_is_400() {
-    let (url, _stop, _db) = gateway_with_alice().await;
+    let (node, _db) = gateway_with_alice().await;
+    let url = node.url.clone();
     let issue = |label: String| {
         let url = url.clone();
         async move {

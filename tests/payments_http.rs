@@ -5,7 +5,7 @@
 
 mod common;
 
-use std::{net::SocketAddr, sync::Arc, time::Duration};
+use std::{sync::Arc, time::Duration};
 
 use common::{
     db::DataDir,
@@ -13,17 +13,14 @@ use common::{
 };
 use dialgate::{
     auth::{
-        login::{self, LoginSettings},
+        login::{self},
         payments,
     },
-    gateway::{self, Gateway, GatewayConfig, Hub, RateLimit},
-    metrics::Metrics,
-    phone::{normalize, Region},
+    gateway::{self, GatewayConfig, RateLimit},
     store::{OpenOptions, Store},
 };
 use hyper::{Method, StatusCode};
 use serde_json::{json, Value};
-use tokio::sync::oneshot;
 
 const USER: &str = "alice";
 const OTHER: &str = "bob";
@@ -52,59 +49,26 @@ fn db() -> DataDir {
     db
 }
 
-fn login_settings() -> LoginSettings {
-    LoginSettings {
-        dialin_numbers: vec![normalize("+861055550100", Region::default()).unwrap()],
-        ..LoginSettings::default()
-    }
-}
-
-/// A gateway serving on a loopback port until dropped.
+/// A gateway serving on a loopback port until dropped, with its store.
 struct Node {
     url: String,
     store: Store,
-    stop: Option<oneshot::Sender<()>>,
+    _gateway: common::node::Node,
     _db: DataDir,
-}
-
-impl Drop for Node {
-    fn drop(&mut self) {
-        if let Some(stop) = self.stop.take() {
-            let _ = stop.send(());
-        }
-    }
 }
 
 /// A gateway on a fresh [`db`], configured by `configure`.
 async fn start(configure: impl FnOnce(&mut GatewayConfig)) -> Node {
     let db = db();
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr: SocketAddr = listener.local_addr().unwrap();
-    let url = format!("http://{addr}");
-    let mut config = GatewayConfig {
-        login: login_settings(),
-        node_url: Some(url.clone()),
-        temp_password_key: KEY.to_vec(),
-        ..GatewayConfig::default()
-    };
-    configure(&mut config);
-    let hub = Arc::new(Hub::new(config.node_url.clone(), config.signal_key.clone()));
-    let gw = Arc::new(Gateway::new(
-        db.store.clone(),
-        config,
-        hub,
-        Arc::new(Metrics::default()),
-    ));
-    let (stop, stopped) = oneshot::channel::<()>();
-    let closing = gw.clone();
-    tokio::spawn(gateway::serve(listener, gateway::router(gw), async move {
-        let _ = stopped.await;
-        closing.close();
-    }));
+    let gateway = common::node::Node::start(db.store.clone(), |config| {
+        config.temp_password_key = KEY.to_vec();
+        configure(config);
+    })
+    .await;
     Node {
-        url,
+        url: gateway.url.clone(),
         store: db.store.clone(),
-        stop: Some(stop),
+        _gateway: gateway,
         _db: db,
     }
 }
@@ -179,7 +143,7 @@ impl Node {
     async fn session_cookie(&self) -> String {
         let store = self.store.clone();
         let token = tokio::task::spawn_blocking(move || {
-            let settings = login_settings();
+            let settings = common::node::login_settings();
             let start = login::start(&store, &settings, USER, PASSWORD, None).unwrap();
             assert!(login::mark_verified(&store, &start.challenge_id).unwrap());
             login::exchange(&store, &settings, &start.challenge_id, &start.secret, None)

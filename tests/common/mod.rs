@@ -7,6 +7,7 @@ pub mod browser;
 pub mod db;
 pub mod gate;
 pub mod http;
+pub mod node;
 pub mod sse;
 
 use std::{
