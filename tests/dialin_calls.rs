@@ -62,13 +62,19 @@ async fn play(gate: &Gate, name: &str, wrong: &str) -> Option<String> {
 }
 
 /// The `call` audit rows with this outcome whose detail contains `needle`.
-fn call_rows(db: &TestDb, outcome: &str, needle: &str) -> i64 {
+/// The `call` audit rows with `outcome` whose detail contains `needle`, once they are
+/// `expected` (or after 5 s): a verdict decided before the store is audited after the
+/// caller's socket closes.
+fn call_rows(db: &TestDb, outcome: &str, needle: &str, expected: i64) -> i64 {
     assert!(outcome.bytes().all(|b| b.is_ascii_lowercase() || b == b'_'));
     assert!(!needle.contains('\''));
-    db.query_i64(&format!(
-        "SELECT COUNT(*) AS n FROM audit_events WHERE kind = 'call' AND outcome = '{outcome}' \
-         AND detail LIKE '%{needle}%'"
-    ))
+    db.query_i64_until(
+        &format!(
+            "SELECT COUNT(*) AS n FROM audit_events WHERE kind = 'call' AND outcome = '{outcome}' \
+             AND detail LIKE '%{needle}%'"
+        ),
+        expected,
+    )
 }
 
 async fn code_login(gate: &Gate) -> Login {
@@ -83,7 +89,7 @@ async fn failed_with(db: &TestDb, gate: &Gate, login: &Login, reason: &str) {
     assert_eq!(body["state"], "failed", "{body}");
     assert_eq!(body["reason"], reason, "{body}");
     let needle = format!("\"challenge_id\":\"{}\"", login.id);
-    assert_eq!(call_rows(db, reason, &needle), 1, "audit row {reason}");
+    assert_eq!(call_rows(db, reason, &needle, 1), 1, "audit row {reason}");
     let log = gate.log();
     assert!(
         log.lines()
@@ -103,7 +109,7 @@ async fn scenario_hangup_during_get_data(db: &TestDb) {
     assert_eq!(event, "failed");
     assert_eq!(data["reason"], "hangup");
     failed_with(db, &gate, &login, "hangup").await;
-    assert_eq!(call_rows(db, "wrong_code", ""), 0);
+    assert_eq!(call_rows(db, "wrong_code", "", 0), 0);
 }
 
 async fn scenario_hangup_without_hangup_line(db: &TestDb) {
@@ -121,7 +127,7 @@ async fn scenario_silence_then_wrong_digits(db: &TestDb) {
     let result = play(&gate, "code-silence.agi", "").await;
     assert_eq!(result.as_deref(), Some("no_input"));
     failed_with(db, &gate, &login, "no_input").await;
-    assert_eq!(call_rows(db, "wrong_code", ""), 0);
+    assert_eq!(call_rows(db, "wrong_code", "", 0), 0);
 
     let login = code_login(&gate).await;
     let code = login.code.clone().expect("the page shows a code");
@@ -162,7 +168,7 @@ async fn scenario_invalid_number_names_the_field(db: &TestDb) {
         assert_eq!(outcome.result.as_deref(), Some("invalid_number"));
         let needle = format!("\"field\":\"{field}\"%\"text\":\"{text}\"");
         assert_eq!(
-            call_rows(db, "invalid_number", &needle),
+            call_rows(db, "invalid_number", &needle, 1),
             1,
             "the audit row names the {field} number"
         );

@@ -209,6 +209,20 @@ impl TestDb {
             .n
     }
 
+    /// [`query_i64`](Self::query_i64) until it returns `expected`, for at most 5 s; the last
+    /// value. For rows written after the caller is answered (a verdict decided before the
+    /// store writes its audit row once the FastAGI socket is closed).
+    pub fn query_i64_until(&self, sql: &str, expected: i64) -> i64 {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+        loop {
+            let n = self.query_i64(sql);
+            if n == expected || std::time::Instant::now() > deadline {
+                return n;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+    }
+
     /// Runs one statement (e.g. an UPDATE) and returns the rows it affected.
     pub fn execute(&self, sql: &str) -> usize {
         let store = self.store();
