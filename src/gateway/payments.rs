@@ -14,9 +14,6 @@
 //! account, shared with the login) and a locked-out caller gets 429 before any Argon2id
 //! or HMAC work. Argon2id runs on blocking threads behind `argon_permits`. Store errors
 //! are 503 (fail closed). Passwords are never logged.
-//!
-//! Over 600 lines: the whole HTTP surface of temporary passwords and payments (owner
-//! resolution, time parsing, the handlers) reads best in one place.
 
 use std::sync::Arc;
 
